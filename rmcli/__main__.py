@@ -1,0 +1,3 @@
+from rmcli.cli import main
+
+main()

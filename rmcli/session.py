@@ -1,0 +1,108 @@
+"""Building ONNX Runtime sessions through the backend and the hooks, cached per process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rmcli.errors import BackendError, ModelError
+from rmcli.plugins import get_plugin_manager
+from rmcli.settings import Settings
+from rmcli.weights import WeightsStore
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from rmcli.backends import Backend, Provider
+    from rmcli.models import Model
+
+
+@dataclass
+class SessionPlan:
+    """What goes into one ``InferenceSession``; hooks may change options and providers."""
+
+    model: Model
+    backend: Backend
+    settings: Settings
+    weights_path: Path
+    options: Any  # onnxruntime.SessionOptions
+    providers: list[Provider] = field(default_factory=list)
+
+
+@dataclass
+class LoadedSession:
+    """A built session with the plan it came from and what it really runs on."""
+
+    session: ort.InferenceSession
+    plan: SessionPlan
+    seconds_to_create: float
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+    def run(self, tensor: Any) -> list[Any]:
+        return self.session.run(None, {self.input_name: tensor})
+
+
+_cache: dict[tuple, LoadedSession] = {}
+_cache_lock = threading.Lock()
+
+
+def store_for(settings: Settings) -> WeightsStore:
+    """The weights store the settings point at."""
+    return WeightsStore(settings["models_dir"] or None, offline=settings.get("offline", False))
+
+
+def get_session(model: Model, backend: Backend, settings: Settings) -> LoadedSession:
+    """The process-wide session for this model, backend and resolved options (built once)."""
+    key = (model.name, model.weights.md5, backend.name, settings.session_key())
+    with _cache_lock:
+        loaded = _cache.get(key)
+        if loaded is None:
+            loaded = build_session(model, backend, settings)
+            _cache[key] = loaded
+        return loaded
+
+
+def clear_sessions() -> None:
+    """Drop every cached session."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedSession:
+    """Build a new session: backend options and providers, then ``adjust_session`` hooks."""
+    ok, reason = backend.availability()
+    if not ok:
+        raise BackendError(f"backend {backend.name!r} is not available: {reason}")
+    weights_path = store_for(settings).ensure(model.weights)
+    plan = SessionPlan(
+        model=model,
+        backend=backend,
+        settings=settings,
+        weights_path=weights_path,
+        options=backend.session_options(settings),
+        providers=list(backend.providers(settings)),
+    )
+    hook = get_plugin_manager().hook
+    hook.adjust_session(plan=plan)
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    try:
+        session = ort.InferenceSession(
+            str(plan.weights_path), sess_options=plan.options, providers=plan.providers
+        )
+    except Exception as exc:
+        raise ModelError(f"{plan.weights_path}: ONNX Runtime could not load it: {exc}") from None
+    loaded = LoadedSession(session, plan, time.perf_counter() - started)
+    hook.session_created(session=session, plan=plan)
+    return loaded

@@ -1,0 +1,294 @@
+"""The settings table and its layered resolution: flags > environment > user TOML > defaults.
+
+Every value carries its source: ``flag --x``, ``env RMCLI_X``, ``file <path>`` or ``default``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmcli.errors import ConfigError
+
+CONFIG_ENV = "RMCLI_CONFIG"
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("is not a boolean (true/false)")
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("is not an integer")
+    if isinstance(raw, int):
+        return raw
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise ValueError("is not an integer") from None
+
+
+def _parse_str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("is not a string")
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    type_name: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    aliases: tuple[str, ...] = ()
+    session: bool = False  # True when the value changes the ONNX Runtime session
+
+    @property
+    def env(self) -> str:
+        return "RMCLI_" + self.key.upper()
+
+    def convert(self, raw: Any, origin: str) -> Any:
+        """Parse and validate ``raw``; a :class:`ConfigError` names the value and ``origin``."""
+        try:
+            value = self.parse(raw)
+            if self.choices and value not in self.choices:
+                raise ValueError(f"is not one of {', '.join(self.choices)}")
+            if self.minimum is not None and isinstance(value, int) and value < self.minimum:
+                raise ValueError(f"is below the minimum {self.minimum}")
+        except ValueError as exc:
+            raise ConfigError(f"{origin}={raw!r} {exc} (setting {self.key!r})") from None
+        return value
+
+
+def _int_or_auto(raw: Any) -> int | str:
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    value = _parse_int(raw)
+    if value < 1:
+        raise ValueError("must be >= 1 or 'auto'")
+    return value
+
+
+def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Setting:
+    names = {_parse_int: "integer", _parse_bool: "boolean", _parse_str: "string"}
+    type_name = kw.pop("type_name", names.get(parse, "string"))
+    return Setting(key, parse, default, help, type_name, **kw)
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in [
+        _setting("model", _parse_str, "u2netp", "Model used to compute masks.", session=True),
+        _setting("backend", _parse_str, "cpu-pinned", "Execution backend.", session=True),
+        _setting(
+            "intra_threads",
+            _int_or_auto,
+            None,
+            "Threads inside one operator (unset: the cores this process may use).",
+            type_name="integer|auto",
+            aliases=("INTRA_OP_NUM_THREADS",),
+            session=True,
+        ),
+        _setting(
+            "inter_threads",
+            _parse_int,
+            None,
+            "Threads running operators in parallel (parallel execution mode only).",
+            minimum=1,
+            aliases=("INTER_OP_NUM_THREADS",),
+            session=True,
+        ),
+        _setting(
+            "cpu_binding",
+            _parse_str,
+            "",
+            "Logical CPUs to pin intra-op threads to, e.g. '0-3,8' (empty: no pinning).",
+            aliases=("CPU_BINDING",),
+            session=True,
+        ),
+        _setting(
+            "execution_mode",
+            _parse_str,
+            "sequential",
+            "ONNX Runtime execution mode.",
+            choices=("sequential", "parallel"),
+            session=True,
+        ),
+        _setting(
+            "allow_spinning",
+            _parse_bool,
+            True,
+            "Let idle worker threads spin during a run (they stop after each run).",
+            session=True,
+        ),
+        _setting(
+            "graph_optimization",
+            _parse_str,
+            "all",
+            "ONNX Runtime graph optimisation level.",
+            choices=("disable", "basic", "extended", "all"),
+            session=True,
+        ),
+        _setting("models_dir", _parse_str, "", "Folder of cached model weights (empty: default)."),
+        _setting(
+            "output_format",
+            _parse_str,
+            "png",
+            "Format of written images.",
+            choices=("png", "webp", "jpg"),
+        ),
+        _setting(
+            "png_compression",
+            _parse_int,
+            1,
+            "PNG compression level 0-9 (lossless either way; higher is smaller and slower).",
+            minimum=0,
+        ),
+        _setting(
+            "device_id", _parse_int, 0, "GPU device for cuda-hybrid.", minimum=0, session=True
+        ),
+        _setting(
+            "strict_device",
+            _parse_bool,
+            False,
+            "Fail instead of falling back to the CPU when the GPU is not used.",
+            session=True,
+        ),
+    ]
+}
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The user's config file: ``$RMCLI_CONFIG`` or ``config.toml`` in platformdirs' config folder."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("rmcli")) / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file (empty when absent); a broken file is a :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved setting: its value and the layer it came from."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class Settings(Mapping[str, Any]):
+    """Resolved settings; reads like a dict of values, and ``source(key)`` says where one came from."""
+
+    values: dict[str, Value]
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key].value
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def source(self, key: str) -> str:
+        return self.values[key].source
+
+    def plugin(self, name: str) -> dict[str, Any]:
+        """The free-form ``[plugins.<name>]`` table of the config file (empty when absent)."""
+        return dict(self.plugins.get(name, {}))
+
+    def session_key(self) -> tuple[tuple[str, Any], ...]:
+        """The values that shape an ONNX Runtime session, for caching sessions."""
+        return tuple((k, v.value) for k, v in sorted(self.values.items()) if SETTINGS[k].session)
+
+    def with_values(self, source: str = "code", **values: Any) -> Settings:
+        """A copy with some values replaced (validated) and marked as coming from ``source``."""
+        new = dict(self.values)
+        for key, raw in values.items():
+            setting = _known(key)
+            new[key] = Value(setting.convert(raw, f"{source} {key}"), source)
+        return Settings(new, self.plugins)
+
+
+def _known(key: str) -> Setting:
+    try:
+        return SETTINGS[key]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(key, SETTINGS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown setting {key!r}{hint}") from None
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> Settings:
+    """Resolve every setting: ``flags`` (None = not given) > ``env`` > config file > default.
+
+    ``flags`` maps a key to its value, or to ``(value, "flag --name")`` to name the flag.
+    """
+    env = os.environ if env is None else env
+    path = config_path(env) if path is None else path
+    data = read_config_file(path)
+    plugin_tables = data.pop("plugins", {}) if isinstance(data.get("plugins"), dict) else {}
+    for key in data:
+        if key not in SETTINGS:
+            _known(key)  # raises with a suggestion
+    flags = flags or {}
+    for key in flags:
+        _known(key)
+    values: dict[str, Value] = {}
+    for key, setting in SETTINGS.items():
+        flag = flags.get(key)
+        if isinstance(flag, tuple):
+            raw, origin = flag
+        else:
+            raw, origin = flag, "flag --" + key.replace("_", "-")
+        if raw is not None:
+            values[key] = Value(setting.convert(raw, origin), origin)
+            continue
+        for name in (setting.env, *setting.aliases):
+            if env.get(name, "") != "":
+                values[key] = Value(setting.convert(env[name], name), f"env {name}")
+                break
+        else:
+            if key in data:
+                values[key] = Value(setting.convert(data[key], f"{path}: {key}"), f"file {path}")
+            else:
+                values[key] = Value(setting.default, "default")
+    return Settings(values, plugin_tables)
