@@ -175,7 +175,7 @@ SETTINGS: dict[str, Setting] = {
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
-    """The user's config file: ``$RMCLI_CONFIG`` or ``config.toml`` in platformdirs' config folder."""
+    """The config file: ``$RMCLI_CONFIG``, else ``config.toml`` in the user config folder."""
     env = os.environ if env is None else env
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV]).expanduser()
@@ -208,7 +208,7 @@ class Value:
 
 @dataclass(frozen=True)
 class Settings(Mapping[str, Any]):
-    """Resolved settings; reads like a dict of values, and ``source(key)`` says where one came from."""
+    """Resolved settings: a mapping of values; ``source(key)`` says where one came from."""
 
     values: dict[str, Value]
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -23,7 +23,7 @@ PIP_TIMEOUT = 300
 
 
 def default_models_dir() -> Path:
-    """platformdirs' user cache folder ``rmcli/models`` (the ``models_dir`` setting overrides it)."""
+    """The user cache folder ``rmcli/models`` (the ``models_dir`` setting overrides it)."""
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("rmcli")) / "models"
