@@ -1,0 +1,76 @@
+"""The weights store: sources in order, checksums, atomic files, clear failures."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from rmcli.errors import ModelError
+from rmcli.models import Weights
+from rmcli.weights import WeightsStore
+
+GOOD = b"pretend these are weights" * 100
+MD5 = hashlib.md5(GOOD).hexdigest()
+
+
+def weights(*urls: str, name: str = "w.onnx") -> Weights:
+    return Weights(filename=name, md5=MD5, urls=urls)
+
+
+def test_a_source_with_the_wrong_checksum_is_skipped_for_the_next(tmp_path):
+    (tmp_path / "bad.bin").write_bytes(b"corrupt")
+    (tmp_path / "good.bin").write_bytes(GOOD)
+    store = WeightsStore(tmp_path / "cache")
+    path = store.ensure(weights((tmp_path / "bad.bin").as_uri(), (tmp_path / "good.bin").as_uri()))
+    assert path.read_bytes() == GOOD
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".part"] == []
+
+
+def test_when_every_source_fails_the_error_names_each(tmp_path):
+    (tmp_path / "bad.bin").write_bytes(b"corrupt")
+    unreachable = "http://127.0.0.1:9/w.onnx"  # nothing listens on the discard port
+    store = WeightsStore(tmp_path / "cache")
+    started = time.monotonic()
+    with pytest.raises(ModelError) as caught:
+        store.ensure(weights(unreachable, (tmp_path / "bad.bin").as_uri()))
+    assert time.monotonic() - started < 10, "an unreachable source must fail fast"
+    message = str(caught.value)
+    assert unreachable in message and "bad.bin: checksum" in message
+    assert str(tmp_path / "cache" / "w.onnx") in message
+    assert not (tmp_path / "cache" / "w.onnx").exists()
+
+
+def test_a_corrupted_cached_file_is_not_used_and_is_fetched_again(tmp_path):
+    (tmp_path / "good.bin").write_bytes(GOOD)
+    store = WeightsStore(tmp_path / "cache")
+    spec = weights((tmp_path / "good.bin").as_uri())
+    path = store.ensure(spec)
+    assert store.is_valid(spec)
+    path.write_bytes(GOOD[:-10])  # truncated in place
+    assert not store.is_valid(spec)
+    assert store.ensure(spec).read_bytes() == GOOD
+
+
+def test_rembg_cache_is_reused_without_network(tmp_path, monkeypatch):
+    rembg_home = tmp_path / "u2net"
+    rembg_home.mkdir()
+    (rembg_home / "w.onnx").write_bytes(GOOD)
+    monkeypatch.setenv("U2NET_HOME", str(rembg_home))
+    store = WeightsStore(tmp_path / "cache", offline=True)
+    assert store.ensure(weights("http://127.0.0.1:9/never")).read_bytes() == GOOD
+
+
+def test_offline_store_never_fetches_and_says_where_to_put_the_file(tmp_path):
+    (tmp_path / "good.bin").write_bytes(GOOD)
+    store = WeightsStore(tmp_path / "cache", offline=True)
+    with pytest.raises(ModelError, match="offline") as caught:
+        store.ensure(weights((tmp_path / "good.bin").as_uri()))
+    assert f"Place the file at {tmp_path / 'cache' / 'w.onnx'}" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["../escape.onnx", "/etc/passwd", "a/b.onnx", ".."])
+def test_file_names_cannot_leave_the_store(tmp_path, name):
+    with pytest.raises(ModelError, match="not a plain file name"):
+        WeightsStore(tmp_path).path_for(weights(name=name))
