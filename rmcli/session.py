@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,12 +79,16 @@ def clear_sessions() -> None:
         _cache.clear()
 
 
+def _note(message: str) -> None:
+    print(f"rmcli: {message}", file=sys.stderr)
+
+
 def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedSession:
     """Build a new session: backend options and providers, then ``adjust_session`` hooks."""
     ok, reason = backend.availability()
     if not ok:
         raise BackendError(f"backend {backend.name!r} is not available: {reason}")
-    weights_path = store_for(settings).ensure(model.weights)
+    weights_path = store_for(settings).ensure(model.weights, progress=_note)
     plan = SessionPlan(
         model=model,
         backend=backend,
