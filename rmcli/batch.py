@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ def process(remover: Remover, job: Job, options: OutputOptions) -> None:
     if job.error:
         raise InputError(f"{job.label}: {job.error}")
     source = sys.stdin.buffer.read() if job.source is None else job.source
-    image = load_image(source, job.label)
+    image = load_image(source, job.label, remover.settings["max_pixels"], _note)
     result = cutout(image, remover.mask_of(image))
     if job.output is None:
         sys.stdout.buffer.write(encode(result, options.fmt, options.png_compression))
@@ -46,9 +47,23 @@ def process(remover: Remover, job: Job, options: OutputOptions) -> None:
         raise InputError(f"{job.label}: cannot write {job.output}: {exc.strerror or exc}") from None
 
 
-def run_local(remover: Remover, jobs: Iterable[Job], options: OutputOptions) -> Iterator[Result]:
-    """Process jobs one after another in this process, yielding results in input order."""
+def _note(message: str) -> None:
+    print(f"rmcli: note: {message}", file=sys.stderr)
+
+
+def run_local(
+    remover: Remover,
+    jobs: Iterable[Job],
+    options: OutputOptions,
+    stop: threading.Event | None = None,
+) -> Iterator[Result]:
+    """Process jobs one after another in this process, yielding results in input order.
+
+    Once ``stop`` is set (see :mod:`rmcli.interrupt`) no further job is started.
+    """
     for job in jobs:
+        if stop is not None and stop.is_set():
+            return
         try:
             process(remover, job, options)
         except InputError as exc:

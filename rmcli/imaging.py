@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli.atomic import atomic_path
-from rmcli.errors import InputError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -18,39 +18,21 @@ FORMAT_SUFFIX = {"png": ".png", "webp": ".webp", "jpg": ".jpg"}
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy.ndarray
 
 
-def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+def load_image(
+    source: ImageSource,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Image.Image:
     """Open ``source`` (path, bytes, PIL image or ndarray), fully decoded and EXIF-upright.
 
-    Failures raise :class:`InputError` whose message starts with ``name`` (or the path).
+    Failures raise :class:`InputError` whose message starts with ``name`` (or the path);
+    images over ``max_pixels`` are refused from their header (see :mod:`rmcli.decoding`).
     """
-    from PIL import Image, ImageOps
+    from rmcli.decoding import load_checked
 
     label = name or (str(source) if isinstance(source, str | Path) else "<image>")
-    try:
-        if isinstance(source, Image.Image):
-            image = source
-        elif isinstance(source, bytes | bytearray):
-            image = Image.open(io.BytesIO(source))
-        elif isinstance(source, str | Path):
-            image = Image.open(source)
-        elif hasattr(source, "__array_interface__"):
-            image = Image.fromarray(source)
-        else:
-            raise InputError(f"{label}: unsupported image source {type(source).__name__}")
-        image.load()
-        return ImageOps.exif_transpose(image)
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{label}: is a folder") from None
-    except PermissionError:
-        raise InputError(f"{label}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{label}: not an image (or a format Pillow cannot read)") from None
-    except (OSError, ValueError, TypeError, SyntaxError) as exc:
-        raise InputError(f"{label}: cannot decode image: {exc}") from None
+    return load_checked(source, label, max_pixels, notice)
 
 
 def has_alpha(image: Image.Image) -> bool:

@@ -22,9 +22,10 @@ class Job:
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    """Entries named like images; a FIFO or broken link is kept so it is reported, not skipped."""
     pattern = "**/*" if recursive else "*"
     return sorted(
-        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in folder.glob(pattern) if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
     )
 
 
@@ -76,15 +77,19 @@ def plan_jobs(
     target_dir = None if to_stdout else out_dir
     jobs: list[Job] = []
     taken: dict[Path, str] = {}
-    for label, source, root in expand(args, recursive):
+    found = expand(args, recursive)
+    inputs = {source.resolve(): label for label, source, _ in found if source is not None}
+    for label, source, root in found:
         output = output_for(source, root, target_dir, fmt, to_stdout)
         error = None
-        if source is not None and not source.exists():
+        if source is not None and not source.exists() and not source.is_symlink():
             error = "no such file" if not glob.has_magic(label) else "no file matches"
         elif output is not None:
             key = output.resolve()
             if source is not None and key == source.resolve():
                 error = f"output {output} would overwrite the input"
+            elif key in inputs:
+                error = f"output {output} would overwrite the input {inputs[key]}"
             elif key in taken:
                 error = f"output {output} is already the output of {taken[key]}"
             else:

@@ -47,12 +47,16 @@ class Remover:
 
     def mask(self, image: ImageSource) -> Image.Image:
         """The 8-bit mask ("L") of ``image`` (path, bytes, PIL image or ndarray)."""
-        return self.mask_of(load_image(image))
+        return self.mask_of(self.load(image))
 
     def remove(self, image: ImageSource) -> Image.Image:
         """The RGBA cut-out of ``image`` with straight colour and alpha = mask."""
-        loaded = load_image(image)
+        loaded = self.load(image)
         return cutout(loaded, self.mask_of(loaded))
+
+    def load(self, image: ImageSource) -> Image.Image:
+        """``image`` decoded and upright, refused over the ``max_pixels`` setting."""
+        return load_image(image, max_pixels=self.settings["max_pixels"])
 
     def mask_of(self, image: Image.Image) -> Image.Image:
         """The mask of an already loaded, upright PIL image."""

@@ -161,6 +161,13 @@ SETTINGS: dict[str, Setting] = {
             minimum=0,
         ),
         _setting(
+            "max_pixels",
+            _parse_int,
+            50_000_000,
+            "Largest input accepted, in pixels (checked from the header, before decoding).",
+            minimum=1,
+        ),
+        _setting(
             "device_id", _parse_int, 0, "GPU device for cuda-hybrid.", minimum=0, session=True
         ),
         _setting(

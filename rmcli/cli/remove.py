@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Annotated
 
 import typer
 
-from rmcli.errors import EXIT_INPUT_FAILED, UsageError
+from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
 
 
 def remove(
@@ -46,6 +47,7 @@ def remove(
 
     from rmcli.batch import OutputOptions, run_local
     from rmcli.inputs import STDIO, plan_jobs
+    from rmcli.interrupt import stop_on_interrupt
     from rmcli.remover import Remover
     from rmcli.settings import resolve
 
@@ -72,19 +74,26 @@ def remove(
     if verbose:
         _describe(remover, session)
     progress = _Progress(len(jobs))
-    failed = 0
-    for result in run_local(remover, jobs, options):
-        progress.step(result.job.label)
-        if result.error:
-            failed += 1
-            progress.clear()
-            print(result.error, file=sys.stderr)
-        elif result.job.output is not None:
-            progress.clear()
-            typer.echo(str(result.job.output))
+    failed = done = 0
+    stop = threading.Event()
+    with stop_on_interrupt(stop):
+        for result in run_local(remover, jobs, options, stop):
+            done += 1
+            progress.step(result.job.label)
+            if result.error:
+                failed += 1
+                progress.clear()
+                print(result.error, file=sys.stderr)
+            elif result.job.output is not None:
+                progress.clear()
+                typer.echo(str(result.job.output))
     progress.clear()
+    summary = f"{done - failed} written, {failed} failed"
+    if done < len(jobs):
+        print(f"{summary}, {len(jobs) - done} not started (interrupted)", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if len(jobs) > 1 or failed:
-        print(f"{len(jobs) - failed} written, {failed} failed", file=sys.stderr)
+        print(summary, file=sys.stderr)
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
