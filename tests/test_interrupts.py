@@ -1,0 +1,77 @@
+"""Killed or interrupted batches leave only complete outputs; Ctrl-C stops cleanly with 130."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from PIL import Image
+from torture import photo
+
+COUNT = 20
+
+
+def _folder_of_photos(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(COUNT):
+        photo(480, 360, seed=i).save(folder / f"photo-{i:02d}.jpg", quality=90)
+    return sorted(p.stem for p in folder.iterdir())
+
+
+def _start(tmp_path, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "rmcli", "remove", "in", "-o", "out", *extra],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _check_outputs(out_dir, stems) -> list[str]:
+    """Every visible file is a complete image named after an input; returns their names."""
+    visible = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+    for name in visible:
+        assert name.removesuffix(".png") in stems, name
+        with Image.open(out_dir / name) as image:
+            image.load()  # raises on a truncated file
+            assert image.mode == "RGBA" and image.size == (480, 360)
+    return visible
+
+
+def test_sigkill_mid_batch_leaves_only_complete_outputs(u2netp_path, tmp_path):
+    stems = _folder_of_photos(tmp_path)
+    process = _start(tmp_path)
+    first = process.stdout.readline()  # the first output has been renamed into place
+    assert first.strip() == "out/photo-00.png", process.stderr.read()
+    time.sleep(0.1)  # somewhere inside a later image: decoding, inference or writing
+    process.kill()
+    process.wait()
+    visible = _check_outputs(tmp_path / "out", stems)
+    assert 1 <= len(visible) < COUNT
+    hidden = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert all(re.fullmatch(r"\.photo-\d\d\.png\..+\.tmp", name) for name in hidden), hidden
+    process.stdout.close()
+    process.stderr.close()
+
+
+def test_sigint_finishes_the_current_image_then_stops_with_130(u2netp_path, tmp_path):
+    stems = _folder_of_photos(tmp_path)
+    process = _start(tmp_path)
+    first = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    printed = [first.strip(), *rest.split()]
+    visible = _check_outputs(tmp_path / "out", stems)
+    assert [f"out/{name}" for name in visible] == printed
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    lines = stderr.splitlines()
+    assert "rmcli: interrupted: finishing the current image" in lines[0]
+    left = COUNT - len(printed)
+    assert lines[-1] == f"{len(printed)} written, 0 failed, {left} not started (interrupted)"
+    assert len(printed) < COUNT
