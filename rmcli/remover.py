@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rmcli.families import model_for
 from rmcli.imaging import ImageSource, cutout, load_image
-from rmcli.plugins import get_backend, get_model
+from rmcli.plugins import get_backend
 from rmcli.session import LoadedSession, get_session
 from rmcli.settings import Settings, resolve
 
@@ -37,7 +38,7 @@ class Remover:
                 "Remover()", **{k: v for k, v in given.items() if v is not None}
             )
         self.settings = settings
-        self.model = get_model(settings["model"])
+        self.model = model_for(settings)
         self.backend = get_backend(settings["backend"])
 
     @property

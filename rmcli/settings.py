@@ -45,6 +45,12 @@ def _parse_str(raw: Any) -> str:
     return raw.strip()
 
 
+def _parse_path(raw: Any) -> str:
+    if not isinstance(raw, str | os.PathLike):
+        raise ValueError("is not a path")
+    return os.fspath(raw).strip()
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the settings table."""
@@ -87,6 +93,7 @@ def _int_or_auto(raw: Any) -> int | str:
 
 def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Setting:
     names = {_parse_int: "integer", _parse_bool: "boolean", _parse_str: "string"}
+    names[_parse_path] = "path"
     type_name = kw.pop("type_name", names.get(parse, "string"))
     return Setting(key, parse, default, help, type_name, **kw)
 
@@ -95,6 +102,27 @@ SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in [
         _setting("model", _parse_str, "u2netp", "Model used to compute masks.", session=True),
+        _setting(
+            "model_path",
+            _parse_path,
+            "",
+            "Custom ONNX weights used instead of --model (no checksum; needs model_family).",
+            session=True,
+        ),
+        _setting(
+            "model_family",
+            _parse_str,
+            "",
+            "Family of the model_path weights: input size, normalisation, output handling.",
+            choices=("u2net", "isnet", "birefnet"),
+        ),
+        _setting(
+            "cloth_category",
+            _parse_str,
+            "attire",
+            "Clothes masked by u2net_cloth_seg (attire: all of them).",
+            choices=("upper", "lower", "full", "attire"),
+        ),
         _setting("backend", _parse_str, "cpu-pinned", "Execution backend.", session=True),
         _setting(
             "intra_threads",
@@ -146,6 +174,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
         ),
         _setting("models_dir", _parse_str, "", "Folder of cached model weights (empty: default)."),
+        _setting("offline", _parse_bool, False, "Never download weights; say where to place them."),
         _setting(
             "output_format",
             _parse_str,

@@ -25,6 +25,18 @@ def remove(
         bool, typer.Option("-r", "--recursive", help="Recurse into folders, keeping structure.")
     ] = False,
     model: Annotated[str | None, typer.Option(help="Model name (rmcli models list).")] = None,
+    model_path: Annotated[
+        str | None, typer.Option(help="Custom ONNX weights file, used instead of --model.")
+    ] = None,
+    model_family: Annotated[
+        str | None, typer.Option(help="Family of --model-path: u2net, isnet or birefnet.")
+    ] = None,
+    cloth_category: Annotated[
+        str | None, typer.Option(help="u2net_cloth_seg: upper, lower, full or attire.")
+    ] = None,
+    offline: Annotated[
+        bool | None, typer.Option("--offline", help="Never download weights.", show_default=False)
+    ] = None,
     backend: Annotated[str | None, typer.Option(help="Execution backend (rmcli backends).")] = None,
     intra_threads: Annotated[
         str | None, typer.Option(help="Intra-op threads (integer or auto).")
@@ -53,6 +65,10 @@ def remove(
 
     flags = {
         "model": model,
+        "model_path": model_path,
+        "model_family": model_family,
+        "cloth_category": cloth_category,
+        "offline": offline,
         "backend": backend,
         "intra_threads": intra_threads,
         "inter_threads": inter_threads,

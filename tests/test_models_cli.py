@@ -1,0 +1,139 @@
+"""`rmcli models` import/verify/rm/list, offline use and custom weights, as a user runs them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+from conftest import EXAMPLES, rmcli
+from PIL import Image
+
+from rmcli import Remover
+from rmcli.models import Weights
+from rmcli.weights import WeightsStore
+
+PHOTO = EXAMPLES / "animal-1.jpg"
+
+
+def listed(models_dir) -> dict[str, dict]:
+    done = rmcli("models", "list", "--json", env={"RMCLI_MODELS_DIR": str(models_dir)})
+    assert done.returncode == 0, done.stderr
+    return {row["name"]: row for row in json.loads(done.stdout)}
+
+
+def test_import_checks_the_checksum_of_a_known_model(u2netp_path, tmp_path):
+    cache = tmp_path / "cache"
+    env = {"RMCLI_MODELS_DIR": str(cache)}
+    mine = shutil.copy(u2netp_path, tmp_path / "downloaded-elsewhere.onnx")
+    done = rmcli("models", "import", str(mine), "--as", "u2netp", env=env)
+    assert done.returncode == 0, done.stderr
+    assert (cache / "u2netp.onnx").read_bytes() == u2netp_path.read_bytes()
+    row = listed(cache)["u2netp"]
+    assert row["state"] == "cached" and row["size"] == u2netp_path.stat().st_size
+
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(u2netp_path.read_bytes()[:1000])
+    done = rmcli("models", "import", str(truncated), "--as", "u2net", env=env)
+    assert done.returncode == 2
+    assert f"{truncated}: checksum md5:" in done.stderr.decode()
+    assert not (cache / "u2net.onnx").exists() and listed(cache)["u2net"]["state"] == "not cached"
+
+    done = rmcli("models", "import", str(mine), "--as", "my-net", env=env)
+    assert done.returncode == 2 and "unknown model 'my-net'" in done.stderr.decode()
+    assert "--model-path" in done.stderr.decode()
+
+
+def test_verify_rehashes_and_rm_deletes(u2netp_path, tmp_path):
+    cache = tmp_path / "cache"
+    env = {"RMCLI_MODELS_DIR": str(cache)}
+    assert rmcli("models", "import", str(u2netp_path), "--as", "u2netp", env=env).returncode == 0
+    assert rmcli("remove", str(PHOTO), "-o", str(tmp_path), env=env).returncode == 0  # stamps it
+    done = rmcli("models", "verify", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split()[:2] == ["u2netp", "ok"]
+
+    cached = cache / "u2netp.onnx"
+    before = cached.stat()
+    data = bytearray(cached.read_bytes())
+    data[5000] ^= 0xFF  # bit rot: same size, same mtime, so only a re-hash can tell
+    cached.write_bytes(bytes(data))
+    os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
+    done = rmcli("models", "verify", env=env)
+    assert done.returncode == 1
+    assert f"u2netp                   BAD  {cached}: checksum md5:" in done.stdout.decode()
+    assert "1 checked, 1 bad" in done.stderr.decode()
+
+    done = rmcli("models", "rm", "u2netp", env=env)
+    assert done.returncode == 0 and done.stdout.decode().strip() == f"removed {cached}"
+    assert not cached.exists() and listed(cache)["u2netp"]["state"] == "not cached"
+    done = rmcli("models", "rm", "u2netp", env=env)
+    assert done.returncode == 2 and "u2netp.onnx is not cached" in done.stderr.decode()
+
+
+def test_offline_never_downloads_and_says_what_to_place_where(tmp_path):
+    cache = tmp_path / "cache"
+    for how in (["--offline"], []):
+        env = {"RMCLI_MODELS_DIR": str(cache), **({} if how else {"RMCLI_OFFLINE": "1"})}
+        done = rmcli("remove", str(PHOTO), "--model", "u2net", *how, "-o", str(tmp_path), env=env)
+        assert done.returncode == 2
+        message = done.stderr.decode().strip()
+        assert len(message.splitlines()) == 1 and "Traceback" not in message
+        assert "offline mode forbids downloading" in message
+        assert f"Place the file at {cache / 'u2net.onnx'}" in message
+        assert "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx" in message
+        assert "rmcli models import FILE --as u2net" in message
+        assert not (tmp_path / "animal-1.png").exists()
+
+
+def test_offline_takes_weights_from_rembgs_per_model_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("U2NET_HOME")
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg"))
+    data = b"weights" * 100
+    (tmp_path / "rembg" / "models" / "w").mkdir(parents=True)
+    (tmp_path / "rembg" / "models" / "w" / "w.onnx").write_bytes(data)
+    spec = Weights("w.onnx", sha256=hashlib.sha256(data).hexdigest())
+    store = WeightsStore(tmp_path / "cache", offline=True)
+    assert store.ensure(spec).read_bytes() == data
+
+
+def test_custom_weights_under_another_name_give_the_u2netp_mask(u2netp_path, tmp_path):
+    custom = shutil.copy(u2netp_path, tmp_path / "my-finetune.onnx")
+    ours = rmcli(
+        "remove",
+        str(PHOTO),
+        "--model-path",
+        str(custom),
+        "--model-family",
+        "u2net",
+        "--offline",
+        "-o",
+        str(tmp_path / "custom"),
+    )
+    assert ours.returncode == 0, ours.stderr
+    reference = rmcli("remove", str(PHOTO), "--model", "u2netp", "-o", str(tmp_path / "builtin"))
+    assert reference.returncode == 0, reference.stderr
+    a = np.asarray(Image.open(tmp_path / "custom" / "animal-1.png"))
+    b = np.asarray(Image.open(tmp_path / "builtin" / "animal-1.png"))
+    assert np.array_equal(a, b) and 0 < a[..., 3].mean() < 255
+
+    api = Remover(model_path=custom, model_family="u2net").mask(PHOTO)
+    assert np.array_equal(np.asarray(api), b[..., 3])
+
+
+def test_custom_weights_errors_name_the_file(u2netp_path, tmp_path):
+    custom = shutil.copy(u2netp_path, tmp_path / "mine.onnx")
+    cases = [
+        (["--model-path", str(custom)], "needs --model-family"),
+        (["--model-path", str(custom), "--model-family", "isnet"], "[1, 3, 320, 320]"),
+        (["--model-path", str(tmp_path / "gone.onnx"), "--model-family", "u2net"], "gone.onnx"),
+        (["--model-path", str(custom), "--model-family", "sam"], "is not one of u2net"),
+    ]
+    for flags, expected in cases:
+        done = rmcli("remove", str(PHOTO), *flags, "-o", str(tmp_path))
+        message = done.stderr.decode()
+        assert done.returncode == 2, message
+        assert expected in message and "Traceback" not in message
+        assert len(message.strip().splitlines()) == 1
