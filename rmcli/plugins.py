@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from rmcli import hookspecs
-from rmcli.errors import UsageError
+from rmcli.errors import RmcliError, UsageError
 
 if TYPE_CHECKING:
     from rmcli.backends import Backend
@@ -31,10 +31,14 @@ BUILTIN_PLUGINS = (
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
 _DIST_OF: dict[str, tuple[str, str]] = {}
+_warned: set[str] = set()
 
 
 def warn(message: str) -> None:
-    """Print one warning line on stderr."""
+    """Print one warning line on stderr (each distinct message once per process)."""
+    if message in _warned:
+        return
+    _warned.add(message)
     print(f"rmcli: warning: {message}", file=sys.stderr)
 
 
@@ -57,6 +61,7 @@ def reset_plugin_manager() -> None:
     global _manager
     with _lock:
         _manager = None
+        _warned.clear()
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -83,6 +88,19 @@ def _collect(hook_name: str) -> list[Any]:
         except Exception as exc:
             warn(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}")
     return found
+
+
+def call_each(hook_name: str, **kwargs: Any) -> None:
+    """Call a hook plugin by plugin: an :class:`RmcliError` is a refusal and propagates;
+    any other exception names the plugin in one warning and the next plugin is called."""
+    pm = get_plugin_manager()
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except RmcliError:
+            raise
+        except Exception as exc:
+            warn(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}")
 
 
 def _by_name(items: list[Any], kind: str) -> dict[str, Any]:

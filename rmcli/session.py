@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli.errors import BackendError, ModelError
-from rmcli.plugins import get_plugin_manager
+from rmcli.plugins import call_each
 from rmcli.settings import Settings
 from rmcli.weights import WeightsStore
 
@@ -97,8 +97,7 @@ def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedS
         options=backend.session_options(settings),
         providers=list(backend.providers(settings)),
     )
-    hook = get_plugin_manager().hook
-    hook.adjust_session(plan=plan)
+    call_each("adjust_session", plan=plan)
     import onnxruntime as ort
 
     started = time.perf_counter()
@@ -107,10 +106,11 @@ def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedS
             str(plan.weights_path), sess_options=plan.options, providers=plan.providers
         )
     except Exception as exc:
-        raise ModelError(f"{plan.weights_path}: ONNX Runtime could not load it: {exc}") from None
+        reason = " ".join(str(exc).split())  # one line, whatever ORT says
+        raise ModelError(f"{plan.weights_path}: ONNX Runtime could not load it: {reason}") from None
     loaded = LoadedSession(session, plan, time.perf_counter() - started)
     _check_input(model, plan.weights_path, session)
-    hook.session_created(session=session, plan=plan)
+    call_each("session_created", session=session, plan=plan)
     return loaded
 
 

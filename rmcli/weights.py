@@ -91,7 +91,7 @@ class WeightsStore:
         return path.with_name(path.name + ".verified")
 
     def is_valid(self, weights: Weights) -> bool:
-        """True when the file exists and its checksum matches (remembered per size+mtime)."""
+        """True when the file exists and its checksum matches (remembered per file state)."""
         path = self.path_for(weights)
         try:
             stat = path.stat()
@@ -99,7 +99,14 @@ class WeightsStore:
             return False
         if not weights.checksum:
             return path.is_file()
-        token = {"checksum": weights.checksum, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        # ctime and inode too: restoring the mtime after an in-place change cannot fool it.
+        token = {
+            "checksum": weights.checksum,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "ctime_ns": stat.st_ctime_ns,
+            "inode": stat.st_ino,
+        }
         stamp = self._stamp(path) if self.in_cache(weights) else None
         try:
             if stamp and json.loads(stamp.read_text()) == token:
@@ -191,6 +198,8 @@ class WeightsStore:
             expected = f" (expected {weights.checksum})" if weights.checksum else ""
             raise ModelError(f"weights file {path} {problem}{expected}")
         note = progress or (lambda message: None)
+        if path.exists():
+            note(f"cached {path} does not match its checksum {weights.checksum}; fetching it again")
         failures: list[str] = []
         sources: list[tuple[str, Callable[[Path], None]]] = []
         for copy in rembg_copies(weights.filename):
