@@ -1,3 +1,4 @@
 from rmcli.cli import main
 
-main()
+if __name__ == "__main__":  # not when multiprocessing's spawn re-imports it in a Dask worker
+    main()

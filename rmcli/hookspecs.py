@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from rmcli.backends import Backend
+    from rmcli.executors import Executor
     from rmcli.models import Model
     from rmcli.session import SessionPlan
 
@@ -35,6 +36,15 @@ def register_models(register: Callable[[Model], None]) -> None:
 
     A model follows the :class:`rmcli.models.Model` contract (name, weights with checksums,
     input size, normalisation, how its output becomes a mask).
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[Executor], None]) -> None:
+    """Call ``register(executor)`` once for each executor the plugin provides.
+
+    An executor follows the :class:`rmcli.executors.Executor` contract (name, summary,
+    availability, and ``run`` yielding ``(index, result)`` pairs as jobs finish).
     """
 
 

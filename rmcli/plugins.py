@@ -16,6 +16,7 @@ from rmcli.errors import RmcliError, UsageError
 
 if TYPE_CHECKING:
     from rmcli.backends import Backend
+    from rmcli.executors import Executor
     from rmcli.models import Model
 
 ENTRY_POINT_GROUP = "rmcli"
@@ -26,6 +27,8 @@ BUILTIN_PLUGINS = (
     "rmcli.builtins.u2net_models",
     "rmcli.builtins.isnet_models",
     "rmcli.builtins.birefnet_models",
+    "rmcli.builtins.local_executor",
+    "rmcli.builtins.dask_executor",
 )
 
 _lock = threading.Lock()
@@ -122,6 +125,11 @@ def models() -> dict[str, Model]:
     return _by_name(_collect("register_models"), "model")
 
 
+def executors() -> dict[str, Executor]:
+    """Every registered executor, by name."""
+    return _by_name(_collect("register_executors"), "executor")
+
+
 def get_backend(name: str) -> Backend:
     """The backend called ``name``, or a :class:`UsageError` listing the known ones."""
     return _lookup(backends(), name, "backend")
@@ -130,6 +138,15 @@ def get_backend(name: str) -> Backend:
 def get_model(name: str) -> Model:
     """The model called ``name``, or a :class:`UsageError` listing the known ones."""
     return _lookup(models(), name, "model")
+
+
+def get_executor(name: str) -> Executor:
+    """The executor called ``name``; a :class:`UsageError` if unknown or unavailable here."""
+    executor = _lookup(executors(), name, "executor")
+    ok, reason = executor.availability()
+    if not ok:
+        raise UsageError(f"executor {name!r} is not available: {reason}")
+    return executor
 
 
 def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli.families import model_for
@@ -12,6 +14,8 @@ from rmcli.settings import Settings, resolve
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from rmcli.batch import Result
 
 
 class Remover:
@@ -64,3 +68,31 @@ class Remover:
         session = self.session
         outputs = session.run(self.model.preprocess(image))
         return self.model.to_mask(outputs, image.size)
+
+    def map(
+        self,
+        inputs: Iterable[str | Path],
+        output: str | Path | None = None,
+        *,
+        executor: str | None = None,
+        recursive: bool = False,
+    ) -> Iterator[Result]:
+        """Cut out every input (file, folder, glob or URL) and write it to ``output``.
+
+        ``output`` is a folder or storage URL (default: ``<name>.out.png`` beside each input).
+        Yields one :class:`rmcli.batch.Result` per input as it finishes, in completion order;
+        ``result.error`` says why an input failed. ``executor`` overrides the setting.
+        """
+        from rmcli.batch import OutputOptions
+        from rmcli.inputs import plan_jobs
+        from rmcli.plugins import get_executor
+
+        settings = self.settings
+        options = OutputOptions(
+            fmt=settings["output_format"], png_compression=settings["png_compression"]
+        )
+        out_dir = Path(output) if isinstance(output, str) else output
+        jobs = plan_jobs([str(item) for item in inputs], out_dir, options.fmt, recursive)
+        runner = get_executor(executor or settings["executor"])
+        for _, result in runner.run(self, jobs, options):
+            yield result

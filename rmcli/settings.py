@@ -173,6 +173,15 @@ SETTINGS: dict[str, Setting] = {
             choices=("disable", "basic", "extended", "all"),
             session=True,
         ),
+        _setting(
+            "executor", _parse_str, "local", "Where batches run: local, dask (rmcli[dask]), ..."
+        ),
+        _setting(
+            "dask_scheduler",
+            _parse_str,
+            "",
+            "Dask scheduler address, e.g. tcp://host:8786 (empty: a local cluster).",
+        ),
         _setting("models_dir", _parse_str, "", "Folder of cached model weights (empty: default)."),
         _setting("offline", _parse_bool, False, "Never download weights; say where to place them."),
         _setting(

@@ -50,6 +50,13 @@ def remove(
     fmt: Annotated[
         str | None, typer.Option("--format", help="Output format: png, webp or jpg.")
     ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="Where the batch runs: local (default) or dask.")
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address for --executor dask (default: local cluster)."),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Print effective settings and backend layout.")
     ] = False,
@@ -57,9 +64,11 @@ def remove(
     """Remove backgrounds; print each written path, report each failed input on stderr."""
     from pathlib import Path
 
-    from rmcli.batch import OutputOptions, run_local
+    from rmcli.batch import OutputOptions
+    from rmcli.executors import in_input_order
     from rmcli.inputs import STDIO, plan_jobs
     from rmcli.interrupt import stop_on_interrupt
+    from rmcli.plugins import get_executor
     from rmcli.remover import Remover
     from rmcli.settings import resolve
 
@@ -74,6 +83,8 @@ def remove(
         "inter_threads": inter_threads,
         "cpu_binding": cpu_binding,
         "output_format": (fmt, "flag --format"),
+        "executor": executor,
+        "dask_scheduler": (scheduler, "flag --scheduler"),
     }
     settings = resolve(flags)
     options = OutputOptions(
@@ -86,16 +97,20 @@ def remove(
     if output == STDIO and len(jobs) > 1:
         raise UsageError("-o - (stdout) takes exactly one input")
     remover = Remover(settings=settings)
-    session = remover.session  # built once, before the first image; fails early and clearly
+    runner = get_executor(settings["executor"])
+    session = None
+    if runner.in_process:  # built once, before the first image; fails early and clearly
+        session = remover.session
     if verbose:
         _describe(remover, session)
     progress = _Progress(len(jobs))
     failed = done = 0
     stop = threading.Event()
     with stop_on_interrupt(stop):
-        for result in run_local(remover, jobs, options, stop):
+        # progress moves as results finish; paths and errors are printed in input order
+        finished = runner.run(remover, jobs, options, stop)
+        for result in in_input_order(finished, on_done=lambda r: progress.step(r.job.label)):
             done += 1
-            progress.step(result.job.label)
             if result.error:
                 failed += 1
                 progress.clear()
@@ -121,6 +136,8 @@ def _describe(remover, session) -> None:
     for key in settings:
         print(f"  {key} = {settings[key]!r}  ({settings.source(key)})", file=err)
     print(f"backend {remover.backend.name}: {remover.backend.describe(settings)}", file=err)
+    if session is None:
+        return  # the session is built on the workers
     print(f"model {remover.model.name}: {session.plan.weights_path}", file=err)
     print(f"active providers: {', '.join(session.active_providers)}", file=err)
     print(f"session created in {session.seconds_to_create:.3f} s", file=err)

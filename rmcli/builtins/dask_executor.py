@@ -1,0 +1,188 @@
+"""dask: the batch runs on a Dask cluster, in chunks of files (``pip install 'rmcli[dask]'``).
+
+The client resolves every setting once and ships the resolved values with each chunk; a
+worker builds its session on its first chunk and reuses it (the process-wide session cache)
+for every later chunk. Only ``intra_threads`` is sized on the worker, to its ``nthreads``,
+when the user left it unset. Importing this module does not import Dask.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rmcli import hookimpl
+from rmcli.errors import UsageError
+from rmcli.executors import Executor
+
+if TYPE_CHECKING:
+    import threading
+
+    from rmcli.batch import OutputOptions, Result
+    from rmcli.inputs import Job
+    from rmcli.remover import Remover
+    from rmcli.settings import Settings
+
+CHUNKS_PER_THREAD = 4  # enough chunks to balance uneven images and to lose little on worker loss
+MAX_CHUNK = 32
+CONNECT_TIMEOUT = "10s"
+
+_sessions_created = 0
+
+
+def sessions_created() -> int:
+    """ONNX Runtime sessions built in this process (``client.run(sessions_created)``)."""
+    return _sessions_created
+
+
+@hookimpl
+def session_created(session, plan):
+    global _sessions_created
+    _sessions_created += 1
+
+
+class DaskExecutor(Executor):
+    name = "dask"
+    summary = "On a Dask cluster (--scheduler ADDRESS), else a local cluster of this machine"
+
+    def availability(self) -> tuple[bool, str]:
+        if importlib.util.find_spec("distributed") is None:
+            return False, "needs dask.distributed: pip install 'rmcli[dask]'"
+        return True, "dask.distributed is installed"
+
+    def run(
+        self,
+        remover: Remover,
+        jobs: Sequence[Job],
+        options: OutputOptions,
+        stop: threading.Event | None = None,
+    ) -> Iterator[tuple[int, Result]]:
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        from rmcli.batch import Result, run_local
+
+        if any(job.source is None or job.output is None for job in jobs):
+            raise UsageError("the dask executor cannot read stdin or write stdout")
+        todo = []
+        for index, job in enumerate(jobs):
+            if job.error:  # planning errors need no worker: report them here
+                yield index, next(run_local(remover, [job], options))
+            else:
+                todo.append((index, _portable(job)))
+        if not todo:
+            return
+        settings = remover.settings
+        with connect(settings) as client:
+            threads = sum(client.nthreads().values()) or 1
+            size = max(1, min(MAX_CHUNK, math.ceil(len(todo) / (threads * CHUNKS_PER_THREAD))))
+            chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+            token = uuid.uuid4().hex[:8]
+            futures = {
+                client.submit(
+                    run_chunk, settings, chunk, options, key=f"rmcli-{token}-chunk-{n}"
+                ): chunk
+                for n, chunk in enumerate(chunks)
+            }
+            try:
+                for future in as_completed(futures):
+                    if stop is not None and stop.is_set():
+                        return  # the finally cancels what has not finished
+                    chunk = futures[future]
+                    try:
+                        done = future.result()
+                    except KilledWorker as exc:  # the chunk itself keeps killing workers
+                        reason = f"the Dask workers processing it died ({exc})"
+                        done = [(index, f"{job.label}: {reason}") for index, job in chunk]
+                    future.release()
+                    for index, error in done:
+                        yield index, Result(jobs[index], error)
+            finally:
+                client.cancel(list(futures))
+
+
+def _portable(job: Job) -> Job:
+    """The job with absolute local paths, so a worker's working folder does not matter."""
+    from dataclasses import replace
+
+    def absolute(location: Any) -> Any:
+        return location.absolute() if isinstance(location, Path) else location
+
+    return replace(job, source=absolute(job.source), output=absolute(job.output))
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[Any]:
+    """A client of the scheduler in ``dask_scheduler``, else of a new local cluster.
+
+    The local cluster has one single-threaded worker process per usable CPU.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from rmcli.cpus import usable_cpu_count
+
+    address = settings["dask_scheduler"]
+    if address:
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            source = settings.source("dask_scheduler")
+            raise UsageError(
+                f"cannot reach the Dask scheduler {address!r} ({source}): {exc}"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=usable_cpu_count(),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def settings_for_worker(settings: Settings, nthreads: int) -> Settings:
+    """The client's settings, with ``intra_threads`` sized to this worker if left unset."""
+    if settings["intra_threads"] in (None, "auto"):
+        return settings.with_values(f"dask worker nthreads={nthreads}", intra_threads=nthreads)
+    return settings
+
+
+def run_chunk(
+    settings: Settings, chunk: list[tuple[int, Job]], options: OutputOptions
+) -> list[tuple[int, str | None]]:
+    """On a worker: process a chunk with the local runner; ``(index, error or None)`` each.
+
+    Writes are atomic and deterministic, so a chunk that Dask runs again after a worker was
+    lost rewrites the same whole files.
+    """
+    from distributed import get_worker
+
+    from rmcli.batch import run_local
+    from rmcli.remover import Remover
+
+    try:
+        nthreads = get_worker().state.nthreads
+    except ValueError:  # not on a worker (e.g. dask's synchronous scheduler)
+        nthreads = 1
+    remover = Remover(settings=settings_for_worker(settings, nthreads))
+    results = run_local(remover, [job for _, job in chunk], options)
+    return [(index, result.error) for (index, _), result in zip(chunk, results, strict=True)]
+
+
+@hookimpl
+def register_executors(register):
+    register(DaskExecutor())

@@ -1,0 +1,92 @@
+"""The dask executor on a real 2-worker LocalCluster (loopback): parity, sessions, worker loss."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import DATA, EXAMPLES, alpha_of, rmcli
+from PIL import Image
+
+from rmcli import Remover
+from rmcli.builtins.dask_executor import sessions_created
+
+distributed = pytest.importorskip("distributed")
+
+PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes on loopback, shared by the tests of this module."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_dask_matches_local_with_one_session_per_worker(client, u2netp_path, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for photo in PHOTOS:
+        (inputs / photo.name).symlink_to(photo)
+    (inputs / "broken.jpg").write_bytes(b"not a jpeg at all")
+    address = client.scheduler.address
+
+    local = rmcli("remove", str(inputs), "-o", str(tmp_path / "local"))
+    dask = rmcli(
+        "remove", str(inputs), "-o", str(tmp_path / "dask"), "--executor", "dask",
+        "--scheduler", address,
+    )  # fmt: skip
+
+    assert dask.returncode == local.returncode == 1, dask.stderr.decode()
+    for run, name in ((local, "local"), (dask, "dask")):  # written paths, in input order
+        expected = [str(tmp_path / name / f"{p.stem}.png") for p in PHOTOS]
+        assert run.stdout.decode().split() == expected
+    errors = dask.stderr.decode().splitlines()
+    assert f"{inputs / 'broken.jpg'}: not an image (or a format Pillow cannot read)" in errors
+    assert errors[-1] == "13 written, 1 failed"
+    for photo in PHOTOS:
+        ours = alpha_of(tmp_path / "dask" / f"{photo.stem}.png")
+        theirs = alpha_of(tmp_path / "local" / f"{photo.stem}.png")
+        assert np.abs(ours - theirs).mean() <= 0.5, photo.name
+    assert client.run(sessions_created) == {w: 1 for w in client.nthreads()}
+
+
+def test_lost_worker_chunks_are_retried_and_outputs_stay_whole(client, u2netp_path, tmp_path):
+    pids = client.run(os.getpid)
+
+    async def kill(pid):  # async: client.run can fire it without waiting for an answer
+        os.kill(pid, signal.SIGKILL)
+
+    remover = Remover(dask_scheduler=client.scheduler.address)
+    results = []
+    victim = None
+    for result in remover.map(PHOTOS, tmp_path, executor="dask"):
+        results.append(result)
+        if victim is None:  # after the first result: kill a worker that holds a chunk
+            busy = [w for w, keys in client.processing().items() if keys]
+            assert busy, "the batch ended before a worker could be killed"
+            victim = busy[0]
+            client.run(kill, pids[victim], workers=[victim], wait=False)
+    assert pids[victim] not in client.run(os.getpid).values()  # it really died
+    assert sorted(r.job.label for r in results) == sorted(str(p) for p in PHOTOS)
+    assert [r.error for r in results] == [None] * len(PHOTOS)
+    for photo in PHOTOS:
+        written = Image.open(tmp_path / f"{photo.stem}.png")
+        written.load()  # a truncated file fails here
+        reference = alpha_of(DATA / "rembg-u2netp" / f"{photo.stem}.alpha.png")
+        assert np.abs(alpha_of(written) - reference).mean() <= 0.5, photo.name
+    expected = {f"{p.stem}.png" for p in PHOTOS}
+    leftovers = set(os.listdir(tmp_path)) - expected  # at most the killed writer's temp file
+    assert expected <= set(os.listdir(tmp_path))
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in leftovers)

@@ -1,0 +1,43 @@
+"""Executors are plugins: lookup, availability, and results back in input order."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from conftest import rmcli
+
+from rmcli.batch import Result
+from rmcli.errors import UsageError
+from rmcli.executors import in_input_order
+from rmcli.inputs import Job
+from rmcli.plugins import executors, get_executor
+
+
+def test_builtin_executors_are_registered_through_the_hook():
+    assert {"local", "dask"} <= set(executors())
+    assert get_executor("local").in_process
+
+
+def test_unknown_executor_is_a_usage_error_naming_the_known_ones(tmp_path):
+    done = rmcli("remove", "missing.jpg", "-o", str(tmp_path), "--executor", "dusk")
+    assert done.returncode == 2
+    assert "unknown executor 'dusk' (did you mean 'dask'?)" in done.stderr.decode()
+
+
+def test_dask_without_the_extra_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name)
+    )
+    with pytest.raises(UsageError, match=r"pip install 'rmcli\[dask\]'"):
+        get_executor("dask")
+
+
+def test_results_finishing_out_of_order_are_reported_in_input_order():
+    results = [Result(Job(f"in{i}", None, None)) for i in range(4)]
+    finished = [(2, results[2]), (0, results[0]), (3, results[3]), (1, results[1])]
+    seen = []
+    ordered = in_input_order(finished, on_done=lambda r: seen.append(r.job.label))
+    assert list(ordered) == results
+    assert seen == ["in2", "in0", "in3", "in1"]  # progress moves as they finish
