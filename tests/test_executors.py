@@ -41,3 +41,9 @@ def test_results_finishing_out_of_order_are_reported_in_input_order():
     ordered = in_input_order(finished, on_done=lambda r: seen.append(r.job.label))
     assert list(ordered) == results
     assert seen == ["in2", "in0", "in3", "in1"]  # progress moves as they finish
+
+
+def test_an_interrupted_run_still_reports_every_finished_result():
+    results = [Result(Job(f"in{i}", None, None)) for i in range(4)]
+    finished = [(3, results[3]), (1, results[1])]  # 0 and 2 never started
+    assert list(in_input_order(finished)) == [results[1], results[3]]

@@ -91,8 +91,6 @@ class DaskExecutor(Executor):
             }
             try:
                 for future in as_completed(futures):
-                    if stop is not None and stop.is_set():
-                        return  # the finally cancels what has not finished
                     chunk = futures[future]
                     try:
                         done = future.result()
@@ -102,6 +100,8 @@ class DaskExecutor(Executor):
                     future.release()
                     for index, error in done:
                         yield index, Result(jobs[index], error)
+                    if stop is not None and stop.is_set():
+                        return  # the finally cancels the chunks not finished
             finally:
                 client.cancel(list(futures))
 
