@@ -79,7 +79,7 @@ class WeightsStore:
         if weights.path is not None:
             return Path(weights.path).expanduser()
         name = weights.filename
-        if not name or Path(name).name != name or name in {".", ".."}:
+        if not name or Path(name).name != name or name in {".", ".."} or "\0" in name:
             raise ModelError(f"weights file name {name!r} is not a plain file name")
         return self.root / name
 
