@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import pytest
 from PIL import Image
 from torture import photo
+
+from rmcli.interrupt import stop_on_interrupt
 
 COUNT = 20
 
@@ -75,3 +80,17 @@ def test_sigint_finishes_the_current_image_then_stops_with_130(u2netp_path, tmp_
     left = COUNT - len(printed)
     assert lines[-1] == f"{len(printed)} written, 0 failed, {left} not started (interrupted)"
     assert len(printed) < COUNT
+
+
+def test_first_ctrl_c_sets_the_stop_event_second_one_stops_at_once():
+    stop = threading.Event()
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), stop_on_interrupt(stop):
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs in the main thread between bytecodes
+        assert stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # interrupted by the second Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is before
