@@ -128,7 +128,8 @@ SETTINGS: dict[str, Setting] = {
             "intra_threads",
             _int_or_auto,
             None,
-            "Threads inside one operator (unset: the cores this process may use).",
+            "Threads inside one operator (unset: the cores this process may use; auto: the "
+            "idle share of them, measured when the session is built).",
             type_name="integer|auto",
             aliases=("INTRA_OP_NUM_THREADS",),
             session=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rmcli import hookimpl
+from rmcli.adaptive import auto_intra_threads
 from rmcli.backends import Backend, base_options
 from rmcli.cpus import allowed_cpus, parse_cpu_list, usable_cpu_count
 from rmcli.errors import ConfigError
@@ -19,8 +20,10 @@ class CpuPinned(Backend):
         """Threads, binding and spinning this backend will use."""
         binding = self.binding(settings)
         threads = settings["intra_threads"]
-        if threads in (None, "auto"):
+        if threads is None:
             threads = len(binding) if binding else usable_cpu_count()
+        elif threads == "auto":  # sized to the idle share of the cores, measured now
+            threads = auto_intra_threads(binding or allowed_cpus(), usable_cpu_count())
         if binding and len(binding) < threads:
             raise ConfigError(
                 f"cpu_binding {settings['cpu_binding']!r} names {len(binding)} CPUs "
