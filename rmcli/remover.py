@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmcli.families import model_for
 from rmcli.imaging import ImageSource, cutout, load_image
+from rmcli.monitor import Recorder, SessionStats
 from rmcli.plugins import get_backend
 from rmcli.session import LoadedSession, get_session
 from rmcli.settings import Settings, resolve
@@ -44,6 +45,7 @@ class Remover:
         self.settings = settings
         self.model = model_for(settings)
         self.backend = get_backend(settings["backend"])
+        self._recorder = Recorder(self.model.name, self.backend.name)
 
     @property
     def session(self) -> LoadedSession:
@@ -66,8 +68,17 @@ class Remover:
     def mask_of(self, image: Image.Image) -> Image.Image:
         """The mask of an already loaded, upright PIL image."""
         session = self.session
-        outputs = session.run(self.model.preprocess(image))
-        return self.model.to_mask(outputs, image.size)
+        with self._recorder.measure():
+            outputs = session.run(self.model.preprocess(image))
+            return self.model.to_mask(outputs, image.size)
+
+    def stats(self) -> SessionStats:
+        """Records of the masks computed so far: count, mean/median/p90 latency, CPU time."""
+        return self._recorder.snapshot()
+
+    def reset_stats(self) -> None:
+        """Start the records afresh (e.g. after a warm-up image)."""
+        self._recorder.reset()
 
     def map(
         self,
