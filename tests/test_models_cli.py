@@ -53,7 +53,7 @@ def test_verify_rehashes_and_rm_deletes(u2netp_path, tmp_path):
     assert rmcli("remove", str(PHOTO), "-o", str(tmp_path), env=env).returncode == 0  # stamps it
     done = rmcli("models", "verify", env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.decode().split()[:2] == ["u2netp", "ok"]
+    assert f"u2netp                   ok   {cache / 'u2netp.onnx'}" in done.stdout.decode()
 
     cached = cache / "u2netp.onnx"
     before = cached.stat()
@@ -64,7 +64,7 @@ def test_verify_rehashes_and_rm_deletes(u2netp_path, tmp_path):
     done = rmcli("models", "verify", env=env)
     assert done.returncode == 1
     assert f"u2netp                   BAD  {cached}: checksum md5:" in done.stdout.decode()
-    assert "1 checked, 1 bad" in done.stderr.decode()
+    assert ", 1 bad" in done.stderr.decode()
 
     done = rmcli("models", "rm", "u2netp", env=env)
     assert done.returncode == 0 and done.stdout.decode().strip() == f"removed {cached}"

@@ -57,7 +57,7 @@ def list_models(
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
+        size = _size(row["size"])
         typer.echo(f"{row['name']:<24} {row['state']:<11} {size:>9}  {row['path']}")
 
 
@@ -125,6 +125,12 @@ def remove_weights(names: Annotated[list[str], typer.Argument(help="Model names.
     store = _store()
     for model in chosen:
         typer.echo(f"removed {store.remove(model.weights)}")
+
+
+def _size(size: int | None) -> str:
+    if not size:
+        return "?"
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
 def register(app: typer.Typer) -> None:
