@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rmcli.compose import ComposeOptions, compose
 from rmcli.errors import InputError
-from rmcli.imaging import cutout, encode, load_image, write_image
+from rmcli.imaging import encode, load_image, write_image
 from rmcli.inputs import Job
 from rmcli.remover import Remover
 
@@ -19,6 +20,7 @@ class OutputOptions:
 
     fmt: str = "png"
     png_compression: int = 1
+    compose: ComposeOptions = field(default_factory=ComposeOptions)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def process(remover: Remover, job: Job, options: OutputOptions) -> None:
         raise InputError(f"{job.label}: {job.error}")
     source = sys.stdin.buffer.read() if job.source is None else job.source
     image = load_image(source, job.label, remover.settings["max_pixels"], _note)
-    result = cutout(image, remover.mask_of(image))
+    result = compose(image, remover.mask_of(image), options.compose, options.fmt)
     if job.output is None:
         sys.stdout.buffer.write(encode(result, options.fmt, options.png_compression))
         sys.stdout.buffer.flush()

@@ -66,12 +66,15 @@ def encode(image: Image.Image, fmt: str, png_compression: int = 1) -> bytes:
 
 
 def save_to(image: Image.Image, target: Any, fmt: str, png_compression: int = 1) -> None:
+    """Encode to ``target``, with the ICC profile and EXIF found in ``image.info``."""
+    meta = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
     if fmt == "png":
-        image.save(target, format="PNG", compress_level=png_compression)
+        image.save(target, format="PNG", compress_level=png_compression, **meta)
     elif fmt == "webp":
-        image.save(target, format="WEBP", lossless=True)
+        image.save(target, format="WEBP", lossless=True, **meta)
     elif fmt == "jpg":
-        image.convert("RGB").save(target, format="JPEG", quality=95)
+        flat = image if image.mode in ("L", "RGB") else image.convert("RGB")
+        flat.save(target, format="JPEG", quality=95, **meta)
     else:
         raise ValueError(f"unknown output format {fmt!r}")
 

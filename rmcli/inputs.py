@@ -96,3 +96,9 @@ def plan_jobs(
                 taken[key] = label
         jobs.append(Job(label, source, output, error))
     return jobs
+
+
+def without_existing(jobs: list[Job]) -> tuple[list[Job], int]:
+    """``jobs`` less those whose output file already exists, and how many were left out."""
+    todo = [j for j in jobs if j.error or j.output is None or not j.output.exists()]
+    return todo, len(jobs) - len(todo)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli.families import model_for
-from rmcli.imaging import ImageSource, cutout, load_image
+from rmcli.imaging import ImageSource, load_image
 from rmcli.monitor import Recorder, SessionStats
 from rmcli.plugins import get_backend
 from rmcli.session import LoadedSession, get_session
@@ -56,10 +56,20 @@ class Remover:
         """The 8-bit mask ("L") of ``image`` (path, bytes, PIL image or ndarray)."""
         return self.mask_of(self.load(image))
 
-    def remove(self, image: ImageSource) -> Image.Image:
-        """The RGBA cut-out of ``image`` with straight colour and alpha = mask."""
+    def remove(self, image: ImageSource, *, fmt: str = "png", **options: Any) -> Image.Image:
+        """The RGBA cut-out of ``image`` with straight colour and alpha = mask.
+
+        ``options`` are the fields of :class:`rmcli.compose.ComposeOptions` (``only_mask``,
+        ``bgcolor``, ``bg_image``, ``premultiplied``, ``crop``, ``crop_margin``,
+        ``crop_threshold``, ``alpha_matting`` and its thresholds, ``post_process_mask``);
+        unset ones come from the settings. ``fmt="jpg"`` flattens onto ``bgcolor`` or white.
+        The result's ``info`` holds the source's ICC profile and EXIF for saving.
+        """
+        from rmcli.compose import ComposeOptions, compose
+
+        compose_options = ComposeOptions.from_settings(self.settings, **options)
         loaded = self.load(image)
-        return cutout(loaded, self.mask_of(loaded))
+        return compose(loaded, self.mask_of(loaded), compose_options, fmt)
 
     def load(self, image: ImageSource) -> Image.Image:
         """``image`` decoded and upright, refused over the ``max_pixels`` setting."""
@@ -87,23 +97,30 @@ class Remover:
         *,
         executor: str | None = None,
         recursive: bool = False,
+        **options: Any,
     ) -> Iterator[Result]:
         """Cut out every input (file, folder, glob or URL) and write it to ``output``.
 
         ``output`` is a folder or storage URL (default: ``<name>.out.png`` beside each input).
         Yields one :class:`rmcli.batch.Result` per input as it finishes, in completion order;
-        ``result.error`` says why an input failed. ``executor`` overrides the setting.
+        ``result.error`` says why an input failed. ``executor`` overrides the setting;
+        ``options`` are output options as for :meth:`remove`.
         """
         from rmcli.batch import OutputOptions
+        from rmcli.compose import ComposeOptions, check_options
         from rmcli.inputs import plan_jobs
         from rmcli.plugins import get_executor
 
         settings = self.settings
-        options = OutputOptions(
-            fmt=settings["output_format"], png_compression=settings["png_compression"]
+        compose_options = ComposeOptions.from_settings(settings, **options)
+        check_options(compose_options)
+        output_options = OutputOptions(
+            fmt=settings["output_format"],
+            png_compression=settings["png_compression"],
+            compose=compose_options,
         )
         out_dir = Path(output) if isinstance(output, str) else output
-        jobs = plan_jobs([str(item) for item in inputs], out_dir, options.fmt, recursive)
+        jobs = plan_jobs([str(item) for item in inputs], out_dir, output_options.fmt, recursive)
         runner = get_executor(executor or settings["executor"])
-        for _, result in runner.run(self, jobs, options):
+        for _, result in runner.run(self, jobs, output_options):
             yield result

@@ -91,6 +91,15 @@ def _int_or_auto(raw: Any) -> int | str:
     return value
 
 
+def _parse_color(raw: Any) -> str:
+    from rmcli.compose import parse_color
+
+    text = _parse_str(raw)
+    if text:
+        parse_color(text)  # raises ValueError with the reason
+    return text
+
+
 def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Setting:
     names = {_parse_int: "integer", _parse_bool: "boolean", _parse_str: "string"}
     names[_parse_path] = "path"
@@ -205,6 +214,70 @@ SETTINGS: dict[str, Setting] = {
             50_000_000,
             "Largest input accepted, in pixels (checked from the header, before decoding).",
             minimum=1,
+        ),
+        _setting(
+            "bgcolor",
+            _parse_color,
+            "",
+            "Background colour of outputs: a name, #rrggbb[aa] or r,g,b[,a] (empty: transparent;"
+            " JPEG is flattened onto white).",
+            type_name="colour",
+        ),
+        _setting(
+            "premultiplied",
+            _parse_bool,
+            False,
+            "Cut-out colour scaled by alpha, byte-identical to rembg (default: straight colour).",
+        ),
+        _setting(
+            "crop_threshold",
+            _parse_int,
+            10,
+            "With --crop: alpha values up to this (0-254) count as background.",
+            minimum=0,
+        ),
+        _setting(
+            "crop_margin", _parse_int, 0, "With --crop: pixels kept around the box.", minimum=0
+        ),
+        _setting(
+            "alpha_matting_foreground_threshold",
+            _parse_int,
+            240,
+            "Alpha matting: mask values above this are sure foreground.",
+            minimum=0,
+        ),
+        _setting(
+            "alpha_matting_background_threshold",
+            _parse_int,
+            10,
+            "Alpha matting: mask values below this are sure background.",
+            minimum=0,
+        ),
+        _setting(
+            "alpha_matting_erode_size",
+            _parse_int,
+            10,
+            "Alpha matting: size of the square eroding the sure regions (0: none).",
+            minimum=0,
+        ),
+        _setting(
+            "matting_max_pixels",
+            _parse_int,
+            1_000_000,
+            "Alpha matting of larger images runs on a copy scaled down to this many pixels.",
+            minimum=10_000,
+        ),
+        _setting(
+            "post_process_mask",
+            _parse_bool,
+            False,
+            "Smooth the mask like rembg -ppm: opening, Gaussian blur, threshold (hard edges).",
+        ),
+        _setting(
+            "skip_existing",
+            _parse_bool,
+            False,
+            "Leave inputs whose output file already exists (resume a batch).",
         ),
         _setting(
             "device_id", _parse_int, 0, "GPU device for cuda-hybrid.", minimum=0, session=True

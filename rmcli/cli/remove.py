@@ -57,6 +57,57 @@ def remove(
         str | None,
         typer.Option(help="Dask scheduler address for --executor dask (default: local cluster)."),
     ] = None,
+    only_mask: Annotated[
+        bool, typer.Option("--only-mask", "-om", help="Write the 8-bit mask instead of a cut-out.")
+    ] = False,
+    bgcolor: Annotated[
+        str | None,
+        typer.Option(help="Background colour: name, #rrggbb[aa] or r,g,b[,a]."),
+    ] = None,
+    bg_image: Annotated[
+        str | None, typer.Option(help="Background image, scaled to cover the output.")
+    ] = None,
+    premultiplied: Annotated[
+        bool | None,
+        typer.Option("--premultiplied", help="Colour scaled by alpha, byte-identical to rembg."),
+    ] = None,
+    crop: Annotated[
+        bool, typer.Option("--crop", help="Crop to the pixels with alpha above the threshold.")
+    ] = False,
+    margin: Annotated[
+        int | None, typer.Option(help="With --crop: pixels kept around the box.")
+    ] = None,
+    crop_threshold: Annotated[
+        int | None, typer.Option(help="With --crop: alpha up to this counts as empty (0-254).")
+    ] = None,
+    alpha_matting: Annotated[
+        bool,
+        typer.Option("--alpha-matting", "-a", help="Refine edges by alpha matting (pymatting)."),
+    ] = False,
+    matting_fg: Annotated[
+        int | None,
+        typer.Option(
+            "--alpha-matting-foreground-threshold", "-af", help="Matting: sure foreground above."
+        ),
+    ] = None,
+    matting_bg: Annotated[
+        int | None,
+        typer.Option(
+            "--alpha-matting-background-threshold", "-ab", help="Matting: sure background below."
+        ),
+    ] = None,
+    matting_erode: Annotated[
+        int | None,
+        typer.Option("--alpha-matting-erode-size", "-ae", help="Matting: erosion square size."),
+    ] = None,
+    post_process_mask: Annotated[
+        bool | None,
+        typer.Option("--post-process-mask", "-ppm", help="Smooth the mask like rembg -ppm."),
+    ] = None,
+    skip_existing: Annotated[
+        bool | None,
+        typer.Option("--skip-existing", help="Leave inputs whose output already exists."),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Print effective settings and backend layout.")
     ] = False,
@@ -65,8 +116,9 @@ def remove(
     from pathlib import Path
 
     from rmcli.batch import OutputOptions
+    from rmcli.compose import ComposeOptions, check_options
     from rmcli.executors import in_input_order
-    from rmcli.inputs import STDIO, plan_jobs
+    from rmcli.inputs import STDIO, plan_jobs, without_existing
     from rmcli.interrupt import stop_on_interrupt
     from rmcli.plugins import get_executor
     from rmcli.remover import Remover
@@ -85,10 +137,25 @@ def remove(
         "output_format": (fmt, "flag --format"),
         "executor": executor,
         "dask_scheduler": (scheduler, "flag --scheduler"),
+        "bgcolor": bgcolor,
+        "premultiplied": premultiplied,
+        "crop_margin": (margin, "flag --margin"),
+        "crop_threshold": crop_threshold,
+        "alpha_matting_foreground_threshold": matting_fg,
+        "alpha_matting_background_threshold": matting_bg,
+        "alpha_matting_erode_size": matting_erode,
+        "post_process_mask": post_process_mask,
+        "skip_existing": skip_existing,
     }
     settings = resolve(flags)
+    compose_options = ComposeOptions.from_settings(
+        settings, only_mask=only_mask, bg_image=bg_image, crop=crop, alpha_matting=alpha_matting
+    )
+    check_options(compose_options)
     options = OutputOptions(
-        fmt=settings["output_format"], png_compression=settings["png_compression"]
+        fmt=settings["output_format"],
+        png_compression=settings["png_compression"],
+        compose=compose_options,
     )
     out_dir = Path(output) if output else None
     jobs = plan_jobs(inputs, out_dir, options.fmt, recursive)
@@ -96,6 +163,12 @@ def remove(
         raise UsageError("no input images found")
     if output == STDIO and len(jobs) > 1:
         raise UsageError("-o - (stdout) takes exactly one input")
+    skipped = 0
+    if settings["skip_existing"]:
+        jobs, skipped = without_existing(jobs)
+        if not jobs:
+            print(f"0 written, {skipped} skipped (output exists), 0 failed", file=sys.stderr)
+            return
     remover = Remover(settings=settings)
     runner = get_executor(settings["executor"])
     session = None
@@ -119,11 +192,12 @@ def remove(
                 progress.clear()
                 typer.echo(str(result.job.output))
     progress.clear()
-    summary = f"{done - failed} written, {failed} failed"
+    skip_note = f", {skipped} skipped (output exists)" if skipped else ""
+    summary = f"{done - failed} written{skip_note}, {failed} failed"
     if done < len(jobs):
         print(f"{summary}, {len(jobs) - done} not started (interrupted)", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED)
-    if len(jobs) > 1 or failed:
+    if len(jobs) > 1 or failed or skipped:
         print(summary, file=sys.stderr)
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)

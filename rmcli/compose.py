@@ -1,0 +1,267 @@
+"""Output composition: mask post-processing, matting, cut-out, crop, background, format, metadata.
+
+:func:`compose` turns an upright image and its mask into the image that gets written, as
+:class:`ComposeOptions` asks. ``Remover.remove(...)`` and ``rmcli remove`` both go through it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rmcli.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+Color = tuple[int, int, int, int]
+WHITE: Color = (255, 255, 255, 255)
+
+
+def parse_color(text: str | tuple | list) -> Color:
+    """RGBA from a colour name, ``#rgb``, ``#rrggbb[aa]``, ``r,g,b[,a]`` or a 3/4-tuple.
+
+    Raises ValueError with a short reason.
+    """
+    if isinstance(text, tuple | list):
+        parts = [int(v) for v in text]
+    else:
+        text = text.strip()
+        if "," in text:
+            try:
+                parts = [int(v) for v in text.split(",")]
+            except ValueError:
+                raise ValueError(f"{text!r} is not r,g,b[,a] with integers 0-255") from None
+        else:
+            from PIL import ImageColor  # names and #hex forms
+
+            try:
+                parts = list(ImageColor.getrgb(text))
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} is not a colour (a name, #rrggbb[aa] or r,g,b[,a])"
+                ) from None
+    if len(parts) not in (3, 4) or not all(0 <= v <= 255 for v in parts):
+        raise ValueError(f"{text!r} needs 3 or 4 values from 0 to 255")
+    return (parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else 255)
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    """What the written image looks like. Field names match rembg's ``remove()`` keywords."""
+
+    only_mask: bool = False
+    bgcolor: Color | None = None
+    bg_image: Path | None = None
+    premultiplied: bool = False
+    crop: bool = False
+    crop_margin: int = 0
+    crop_threshold: int = 10
+    alpha_matting: bool = False
+    alpha_matting_foreground_threshold: int = 240
+    alpha_matting_background_threshold: int = 10
+    alpha_matting_erode_size: int = 10
+    matting_max_pixels: int = 1_000_000
+    post_process_mask: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **given: Any) -> ComposeOptions:
+        """Defaults from resolved ``settings``, then every ``given`` value that is not None."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise UsageError(f"unknown output option(s): {', '.join(unknown)}")
+        values = {k: settings[k] for k in names if k in settings}
+        values.update({k: v for k, v in given.items() if v is not None})
+        options = cls()
+        options = replace(options, **values)
+        return options.checked()
+
+    def checked(self) -> ComposeOptions:
+        """Normalised values (colour parsed, path made a Path); a bad value is a UsageError."""
+        bgcolor = self.bgcolor
+        if bgcolor is not None and not (isinstance(bgcolor, str) and not bgcolor.strip()):
+            try:
+                bgcolor = parse_color(bgcolor)
+            except ValueError as exc:
+                raise UsageError(f"bgcolor: {exc}") from None
+        else:
+            bgcolor = None
+        bg_image = Path(self.bg_image) if self.bg_image not in (None, "") else None
+        if not 0 <= self.crop_threshold <= 254:
+            raise UsageError("crop threshold must be between 0 and 254")
+        if self.crop_margin < 0:
+            raise UsageError("crop margin must be 0 or more")
+        return replace(self, bgcolor=bgcolor, bg_image=bg_image)
+
+
+def check_options(options: ComposeOptions) -> None:
+    """Fail early (UsageError) on what would fail every image: background, pymatting."""
+    if options.bg_image is not None:
+        load_background(options.bg_image)
+    if options.alpha_matting:
+        from rmcli.matting import require_pymatting
+
+        require_pymatting()
+
+
+def compose(
+    image: Image.Image, mask: Image.Image, options: ComposeOptions, fmt: str = "png"
+) -> Image.Image:
+    """The image to write for ``image`` (upright, 8-bit) and its model ``mask`` ("L").
+
+    Order: post-process mask, matting or cut-out, crop, background, JPEG flattening.
+    ICC profile and EXIF (orientation 1) of ``image`` are put in the result's ``info``.
+    """
+    from PIL import Image
+
+    from rmcli.imaging import cutout, has_alpha
+
+    if options.post_process_mask:
+        mask = post_process_mask(mask)
+    if options.only_mask:
+        result = mask
+        if options.crop:
+            result = result.crop(crop_box(mask, options.crop_threshold, options.crop_margin))
+        result.info = _metadata(image, result)
+        return result
+    if options.alpha_matting:
+        from rmcli.matting import matte_cutout
+
+        result = matte_cutout(image, mask, options)
+    else:
+        result = cutout(image, mask, premultiplied=options.premultiplied)
+    if options.crop:
+        box = crop_box(result.getchannel("A"), options.crop_threshold, options.crop_margin)
+        result = result.crop(box)
+    background = None
+    if options.bg_image is not None:
+        background = cover(load_background(options.bg_image), result.size)
+    elif options.bgcolor is not None:
+        background = Image.new("RGBA", result.size, options.bgcolor)
+    if background is not None:
+        result = Image.alpha_composite(background, result)
+        if result.getchannel("A").getextrema() == (255, 255):
+            result = result.convert("RGB")  # an opaque background: no alpha channel needed
+    if fmt == "jpg" and has_alpha(result):
+        result = flatten(result, options.bgcolor or WHITE)
+    result.info = _metadata(image, result)
+    return result
+
+
+def flatten(image: Image.Image, color: Color) -> Image.Image:
+    """RGB of ``image`` over ``color`` (itself over white when ``color`` is translucent)."""
+    from PIL import Image
+
+    base = Image.new("RGBA", image.size, WHITE)
+    base = Image.alpha_composite(base, Image.new("RGBA", image.size, color))
+    return Image.alpha_composite(base, image.convert("RGBA")).convert("RGB")
+
+
+def crop_box(alpha: Image.Image, threshold: int, margin: int) -> tuple[int, int, int, int]:
+    """Smallest box holding every pixel with alpha above ``threshold``, grown by ``margin``.
+
+    The whole image when no pixel is above the threshold.
+    """
+    box = alpha.point(lambda v: 255 if v > threshold else 0).getbbox()
+    width, height = alpha.size
+    if box is None:
+        return (0, 0, width, height)
+    left, top, right, bottom = box
+    return (
+        max(0, left - margin),
+        max(0, top - margin),
+        min(width, right + margin),
+        min(height, bottom + margin),
+    )
+
+
+def cover(background: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``background`` scaled to cover ``size`` (aspect kept) and centre-cropped, as RGBA."""
+    from PIL import Image
+
+    width, height = size
+    scale = max(width / background.width, height / background.height)
+    scaled_size = (
+        max(width, round(background.width * scale)),
+        max(height, round(background.height * scale)),
+    )
+    scaled = background.resize(scaled_size, Image.Resampling.LANCZOS)
+    left = (scaled.width - width) // 2
+    top = (scaled.height - height) // 2
+    return scaled.crop((left, top, left + width, top + height)).convert("RGBA")
+
+
+@functools.lru_cache(maxsize=2)
+def load_background(path: Path) -> Image.Image:
+    """The background image at ``path`` (loaded once per process); unreadable: UsageError."""
+    from rmcli.errors import InputError
+    from rmcli.imaging import load_image
+
+    try:
+        image = load_image(path, f"background image {path}")
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return image.convert("RGBA")
+
+
+def post_process_mask(mask: Image.Image) -> Image.Image:
+    """rembg's ``post_process``: opening with a 3x3 cross, Gaussian blur (sigma 2), >= 127.
+
+    Same arithmetic as skimage/scipy (float64, reflected borders), in strips of rows to
+    keep memory small on large photos.
+    """
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(mask, dtype=np.uint8)
+    opened = _cross_filter(_cross_filter(pixels, np.minimum), np.maximum)
+    radius = 8  # scipy: int(truncate * sigma + 0.5) with truncate 4, sigma 2
+    x = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 / 2.0**2 * x**2)
+    weights /= weights.sum()
+    padded = np.pad(opened, radius, mode="symmetric")
+    height, width = opened.shape
+    out = np.empty((height, width), dtype=np.uint8)
+    for top in range(0, height, 128):
+        rows = min(128, height - top)
+        strip = padded[top : top + rows + 2 * radius].astype(np.float64)
+        vertical = np.zeros((rows, strip.shape[1]))
+        for k, w in enumerate(weights):
+            vertical += w * strip[k : k + rows]
+        blurred = np.zeros((rows, width))
+        for k, w in enumerate(weights):
+            blurred += w * vertical[:, k : k + width]
+        out[top : top + rows] = np.where(blurred < 127, 0, 255)
+    return Image.fromarray(out, mode="L")
+
+
+def _cross_filter(pixels: np.ndarray, pick) -> np.ndarray:
+    """Min or max over each pixel and its 4 neighbours (edges repeated, like skimage)."""
+    import numpy as np
+
+    padded = np.pad(pixels, 1, mode="edge")
+    out = pick(padded[1:-1, 1:-1], padded[:-2, 1:-1])
+    out = pick(out, padded[2:, 1:-1])
+    out = pick(out, padded[1:-1, :-2])
+    return pick(out, padded[1:-1, 2:])
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _metadata(source: Image.Image, result: Image.Image) -> dict[str, bytes]:
+    """ICC profile (when it fits the result's colours) and EXIF with orientation reset to 1."""
+    info: dict[str, bytes] = {}
+    icc = source.info.get("icc_profile")
+    if icc and result.mode in ("RGB", "RGBA") and icc[16:20] == b"RGB ":
+        info["icc_profile"] = icc
+    exif = source.getexif()
+    if len(exif):
+        exif[EXIF_ORIENTATION] = 1
+        info["exif"] = exif.tobytes()
+    return info
