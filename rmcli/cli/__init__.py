@@ -22,11 +22,12 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from rmcli.cli import models, plugins, remove
+    from rmcli.cli import bench, models, plugins, remove
 
     remove.register(app)
     models.register(app)
     plugins.register(app)
+    bench.register(app)
 
 
 def main() -> None:

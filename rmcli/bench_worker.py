@@ -1,0 +1,113 @@
+"""Measure one configuration in this (fresh) process: ``python -m rmcli.bench_worker``.
+
+Reads a JSON request on stdin, writes one JSON object on stdout: the measurements, or
+``{"error": "..."}`` (exit code 2) when the configuration cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+from rmcli.errors import RmcliError
+from rmcli.settings import SETTINGS, Settings, Value, resolve
+
+KEEP_FROM_LAYERS = {"model", "backend", "models_dir"}  # not reset by "defaults": true
+
+
+def settings_for(request: dict[str, Any]) -> Settings:
+    """Flags from the request over env and config file; ``defaults`` drops saved session values."""
+    flags: dict[str, Any] = {k: (v, "bench --set") for k, v in request.get("values", {}).items()}
+    if request.get("backend"):
+        flags["backend"] = (request["backend"], "bench --backend")
+    settings = resolve(flags)
+    if request.get("defaults"):
+        settings = session_defaults(settings, keep=set(flags))
+    return settings
+
+
+def session_defaults(settings: Settings, keep: set[str] = frozenset()) -> Settings:
+    """``settings`` with session values (but model, backend, ``keep``) back at their defaults."""
+    values = dict(settings.values)
+    for key, setting in SETTINGS.items():
+        if setting.session and key not in KEEP_FROM_LAYERS and key not in keep:
+            values[key] = Value(setting.default, "default")
+    return Settings(values, settings.plugins)
+
+
+def thread_count() -> int:
+    """Threads in this process (``/proc/self/task``); 0 when unknown."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(request: dict[str, Any]) -> dict[str, Any]:
+    """Build the session, warm up, then time ``runs`` passes over the images."""
+    from rmcli.cpus import usable_cpu_count
+    from rmcli.remover import Remover
+
+    settings = settings_for(request)
+    remover = Remover(settings=settings)
+    session = remover.session
+    images = [remover.load(path) for path in request["images"]]
+    for image in images[: max(0, request.get("warmup", 1))]:
+        remover.mask_of(image)
+    remover.reset_stats()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(request["runs"]):
+        for image in images:
+            remover.mask_of(image)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    stats = remover.stats()
+    cores = usable_cpu_count()
+    cpu_cores = cpu / wall if wall > 0 else 0.0
+    options = session.plan.options
+    return {
+        "backend": remover.backend.name,
+        "model": remover.model.name,
+        "session_seconds": session.seconds_to_create,
+        "images_timed": stats.count,
+        "median_seconds": stats.median_seconds,
+        "p90_seconds": stats.p90_seconds,
+        "images_per_second": stats.count / wall if wall > 0 else 0.0,
+        "cpu_cores_used": cpu_cores,
+        "cpu_percent_of_allowed": 100 * cpu_cores / cores,
+        "allowed_cores": cores,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": thread_count(),
+        "providers": session.active_providers,
+        "intra_threads": options.intra_op_num_threads,  # 0: ONNX Runtime's default
+        "inter_threads": options.inter_op_num_threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "settings": {
+            key: {"value": settings[key], "source": settings.source(key)}
+            for key, setting in SETTINGS.items()
+            if setting.session
+        },
+    }
+
+
+def main() -> int:
+    request = json.load(sys.stdin)
+    try:
+        result = measure(request)
+    except RmcliError as exc:
+        json.dump({"error": str(exc)}, sys.stdout)
+        return exc.exit_code
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``rmcli bench``: the configuration table for this machine and model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from rmcli.errors import EXIT_INPUT_FAILED, UsageError
+
+
+def bench(
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Image files, folders or globs. Default: the bundled examples."),
+    ] = None,
+    backends: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            help="Measure this backend (repeatable). Default: the built-in comparison set.",
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE setting for every configuration (repeatable)."),
+    ] = None,
+    runs: Annotated[int, typer.Option("-n", "--runs", help="Timed passes over the images.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="A Markdown table.")] = False,
+) -> None:
+    """Measure configurations, each in a fresh process: warm-up, then RUNS timed passes.
+
+    Per configuration: session creation time, median and p90 time per image (mask only:
+    pre-processing, inference, post-processing; decoding is outside), images per second,
+    CPU use (cores busy and share of the allowed cores), peak memory, threads, and the
+    providers ONNX Runtime really uses. Without --backend: openmp-env with ORT defaults,
+    openmp-env with OMP_NUM_THREADS = allowed cores, cpu-pinned defaults, cpu-pinned with
+    the settings saved in the config file (e.g. by `rmcli tune --save`).
+    """
+    from rmcli import bench as core
+    from rmcli.cpus import usable_cpu_count
+
+    if as_json and markdown:
+        raise UsageError("--json and --markdown exclude each other")
+    if runs < 1:
+        raise UsageError("-n must be at least 1")
+    values = core.parse_sets(sets or [])
+    paths = core.find_images(images or [])
+    if backends:
+        from rmcli.plugins import get_backend
+
+        for name in backends:
+            get_backend(name)  # an unknown name fails here, with the known ones listed
+        configurations = core.backend_configurations(backends, values)
+    else:
+        configurations = core.default_configurations(usable_cpu_count(), values)
+
+    def progress(line: str) -> None:
+        print(f"rmcli: {line}", file=sys.stderr, flush=True)
+
+    rows = core.bench(configurations, paths, runs, progress)
+    if as_json:
+        typer.echo(json.dumps(core.report(rows, paths, runs), indent=2))
+    elif markdown:
+        typer.echo(core.format_markdown(rows))
+    else:
+        typer.echo(core.format_text(rows))
+    failed = [row for row in rows if row.error]
+    for row in failed:
+        print(f"rmcli: {row.configuration.label}: {row.error}", file=sys.stderr)
+    if failed:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
