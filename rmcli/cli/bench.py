@@ -75,5 +75,43 @@ def bench(
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
+def tune(
+    model: Annotated[str | None, typer.Option(help="Model to tune for (default: setting).")] = None,
+    budget: Annotated[
+        float, typer.Option(help="Seconds of measuring (session building included).")
+    ] = 60.0,
+    save: Annotated[
+        bool, typer.Option("--save", help="Write the winner to the config file.")
+    ] = False,
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images to measure on. Default: the bundled examples."),
+    ] = None,
+) -> None:
+    """Find the fastest cpu-pinned layout for a model on this machine.
+
+    Searches intra threads, execution mode and inter threads, spinning and core binding.
+    All candidates run interleaved in one fresh process; after each round the slower half
+    is dropped and the rest get twice the images (successive halving), within --budget.
+    """
+    from rmcli import bench as core
+    from rmcli import tune as search
+
+    paths = core.find_images(images or [])
+    print(f"rmcli: tuning for up to {budget:.0f} s ...", file=sys.stderr, flush=True)
+    result = search.run_tune(model, budget, paths)
+    typer.echo(f"model {result['model']}, {result['seconds']:.1f} s of measuring")
+    typer.echo(search.format_leaderboard(result))
+    winner = result["leaderboard"][0]
+    values = search.winner_settings(winner)
+    shown = ", ".join(f"{k} = {v!r}" for k, v in values.items() if v is not None)
+    if save:
+        path = search.save_settings(values)
+        typer.echo(f"saved to {path}: {shown}")
+    else:
+        typer.echo(f"best: {shown} (run with --save to keep it)")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
+    app.command()(tune)

@@ -1,0 +1,283 @@
+"""``rmcli tune``: search cpu-pinned layouts by successive halving and keep the fastest.
+
+The search runs in one fresh worker process (``python -m rmcli.tune``). All candidate
+sessions are built first; then each round times every surviving candidate on the same
+images, interleaved image by image, so load from other processes hits all of them alike.
+After each round the slower half (by median time per image over all its images so far) is
+dropped, and the survivors get twice as many images, until one is left or the budget ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmcli.errors import RmcliError, UsageError
+
+DEFAULT_BUDGET = 60.0
+FIRST_ROUND_IMAGES = 2
+TUNED_KEYS = (
+    "backend",
+    "intra_threads",
+    "execution_mode",
+    "inter_threads",
+    "allow_spinning",
+    "cpu_binding",
+)
+
+
+@dataclass
+class Candidate:
+    """One layout under test and its measured times per image (seconds)."""
+
+    values: dict[str, Any]
+    times: list[float] = field(default_factory=list)
+    rounds: int = 0  # rounds it took part in
+    session_seconds: float = 0.0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else math.inf
+
+    @property
+    def label(self) -> str:
+        v = self.values
+        mode = "sequential"
+        if v["execution_mode"] == "parallel":
+            mode = f"parallel, inter {v['inter_threads']}"
+        spin = "spin" if v["allow_spinning"] else "no spin"
+        bound = f"bound {v['cpu_binding']}" if v["cpu_binding"] else "unbound"
+        return f"intra {v['intra_threads']}, {mode}, {spin}, {bound}"
+
+
+def thread_counts(cores: int) -> list[int]:
+    """1, 2, 4, ... up to ``cores``, and ``cores`` itself."""
+    counts = {cores}
+    n = 1
+    while n < cores:
+        counts.add(n)
+        n *= 2
+    return sorted(counts)
+
+
+def candidates(cpus: Sequence[int], cores: int) -> list[dict[str, Any]]:
+    """The search space: intra threads x (sequential | parallel with 2 inter) x spinning x
+    (unbound | bound to the first allowed CPUs). Layouts that would change nothing are left
+    out: binding one thread (ORT never pins the calling thread), spinning with no pool, and
+    parallel mode on one core.
+    """
+    space = []
+    for intra in thread_counts(cores):
+        modes = [("sequential", None)] + ([("parallel", 2)] if cores >= 2 else [])
+        bindings = [""] + ([_cpu_list(cpus[:intra])] if intra > 1 else [])
+        for mode, inter in modes:
+            # one sequential thread has no pool to spin: spinning would change nothing
+            spins = (False,) if intra == 1 and mode == "sequential" else (True, False)
+            for spin in spins:
+                for binding in bindings:
+                    space.append(
+                        {
+                            "intra_threads": intra,
+                            "execution_mode": mode,
+                            "inter_threads": inter,
+                            "allow_spinning": spin,
+                            "cpu_binding": binding,
+                        }
+                    )
+    return space
+
+
+def _cpu_list(cpus: Sequence[int]) -> str:
+    cpus = sorted(cpus)
+    if cpus == list(range(cpus[0], cpus[-1] + 1)) and len(cpus) > 1:
+        return f"{cpus[0]}-{cpus[-1]}"
+    return ",".join(str(c) for c in cpus)
+
+
+def successive_halving(
+    pool: list[Candidate],
+    time_one: Callable[[Candidate, int], float],
+    budget: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Candidate]:
+    """Run rounds until one candidate is left or the next round would overrun ``budget``.
+
+    ``time_one(candidate, i)`` times the ``i``-th image of a round. Every candidate is timed
+    at least once, so there is a winner even with a tiny budget; a round cut short by the
+    budget still ranks its candidates on the images all of them got. Returns the
+    leaderboard, best first: by rounds survived, then median time per image.
+    """
+    start = clock()
+    survivors = list(pool)
+    images = FIRST_ROUND_IMAGES
+    while True:
+        for i in range(images):
+            for candidate in survivors:
+                candidate.times.append(time_one(candidate, i))
+            if clock() - start > budget:  # out of time mid-round: rank on what we have
+                break
+        for candidate in survivors:
+            candidate.rounds += 1
+        if len(survivors) == 1 or clock() - start > budget:
+            break
+        survivors.sort(key=lambda c: c.median)
+        survivors = survivors[: math.ceil(len(survivors) / 2)]
+        images *= 2
+        per_image = statistics.median(t for c in survivors for t in c.times)
+        if clock() - start + per_image * images * len(survivors) > budget:
+            break
+    return sorted(pool, key=lambda c: (-c.rounds, c.median))
+
+
+def measure(request: dict[str, Any]) -> dict[str, Any]:
+    """In the worker: build every candidate session, then halve by measurement."""
+    from rmcli.bench_worker import session_defaults
+    from rmcli.imaging import load_image
+    from rmcli.remover import Remover
+    from rmcli.settings import resolve
+
+    started = time.monotonic()
+    flags = {"model": (request["model"], "tune --model")} if request["model"] else None
+    base = session_defaults(resolve(flags))  # saved layouts must not leak into candidates
+    images = [load_image(path, path) for path in request["images"]]
+    pool: list[Candidate] = []
+    removers: dict[int, Remover] = {}
+    for values in request["candidates"]:
+        candidate = Candidate(values)
+        settings = base.with_values("tune", backend="cpu-pinned", **_settable(values))
+        remover = Remover(settings=settings)
+        candidate.session_seconds = remover.session.seconds_to_create
+        remover.mask_of(images[0])  # warm-up
+        removers[id(candidate)] = remover
+        pool.append(candidate)
+
+    def time_one(candidate: Candidate, i: int) -> float:
+        image = images[i % len(images)]
+        began = time.perf_counter()
+        removers[id(candidate)].mask_of(image)
+        return time.perf_counter() - began
+
+    budget = request["budget"] - (time.monotonic() - started)
+    board = successive_halving(pool, time_one, budget)
+    return {
+        "model": base["model"],
+        "seconds": time.monotonic() - started,
+        "leaderboard": [
+            {
+                "label": c.label,
+                "values": c.values,
+                "median_seconds": c.median,
+                "images_timed": len(c.times),
+                "rounds": c.rounds,
+                "session_seconds": c.session_seconds,
+            }
+            for c in board
+        ],
+    }
+
+
+def _settable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Candidate values as settings (an unset inter_threads stays at its default)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def run_tune(model: str | None, budget: float, images: Sequence[Path]) -> dict[str, Any]:
+    """Run the search in a fresh worker process and return its result."""
+    from rmcli.cpus import allowed_cpus, usable_cpu_count
+
+    if budget <= 0:
+        raise UsageError("--budget must be a positive number of seconds")
+    request = {
+        "model": model,
+        "budget": budget,
+        "images": [str(p) for p in images],
+        "candidates": candidates(allowed_cpus(), usable_cpu_count()),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "rmcli.tune"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        result = {}
+    if done.returncode != 0 or "error" in result or not result:
+        stderr = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        reason = result.get("error") or (stderr[-1] if stderr else f"exit {done.returncode}")
+        raise RmcliError(f"tune failed: {reason}")
+    return result
+
+
+def winner_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings to save for a leaderboard entry: None means remove the key from the file."""
+    values = dict(entry["values"])
+    return {
+        "backend": "cpu-pinned",
+        "intra_threads": values["intra_threads"],
+        "execution_mode": values["execution_mode"],
+        "inter_threads": values["inter_threads"],
+        "allow_spinning": values["allow_spinning"],
+        "cpu_binding": values["cpu_binding"],
+    }
+
+
+def save_settings(values: Mapping[str, Any]) -> Path:
+    """Write ``values`` into the user config file (None removes a key); returns its path."""
+    import tomli_w
+
+    from rmcli.atomic import atomic_path
+    from rmcli.settings import config_path, read_config_file
+
+    path = config_path()
+    data = read_config_file(path)  # a broken file raises here and is left alone
+    for key, value in values.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path
+
+
+def format_leaderboard(result: Mapping[str, Any]) -> str:
+    """The leaderboard as aligned text, best first."""
+    board = result["leaderboard"]
+    best_rounds = board[0]["rounds"] if board else 0
+    lines = [f"{'#':>2}  {'median ms':>9}  {'images':>6}  {'rounds':>6}  layout"]
+    for rank, entry in enumerate(board, 1):
+        mark = "" if entry["rounds"] == best_rounds else "  (dropped)"
+        lines.append(
+            f"{rank:>2}  {1000 * entry['median_seconds']:>9.1f}  {entry['images_timed']:>6}  "
+            f"{entry['rounds']:>6}  {entry['label']}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    request = json.load(sys.stdin)
+    try:
+        result = measure(request)
+    except RmcliError as exc:
+        json.dump({"error": str(exc)}, sys.stdout)
+        return exc.exit_code
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
