@@ -43,7 +43,6 @@ def process(remover: Remover, job: Job, options: OutputOptions) -> None:
         sys.stdout.buffer.flush()
         return
     try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
         write_image(result, job.output, options.fmt, options.png_compression)
     except OSError as exc:
         raise InputError(f"{job.label}: cannot write {job.output}: {exc.strerror or exc}") from None

@@ -30,8 +30,11 @@ def load_image(
     images over ``max_pixels`` are refused from their header (see :mod:`rmcli.decoding`).
     """
     from rmcli.decoding import load_checked
+    from rmcli.storage import is_url, read_bytes
 
     label = name or (str(source) if isinstance(source, str | Path) else "<image>")
+    if is_url(source):
+        source = read_bytes(source, label)
     return load_checked(source, label, max_pixels, notice)
 
 
@@ -79,7 +82,13 @@ def save_to(image: Image.Image, target: Any, fmt: str, png_compression: int = 1)
         raise ValueError(f"unknown output format {fmt!r}")
 
 
-def write_image(image: Image.Image, path: Path, fmt: str, png_compression: int = 1) -> None:
-    """Write ``image`` to ``path`` atomically: never a half-written file."""
+def write_image(image: Image.Image, path: Path | str, fmt: str, png_compression: int = 1) -> None:
+    """Write ``image`` to ``path`` (or a storage URL) atomically, creating its folder."""
+    from rmcli import storage
+
+    if storage.is_url(path):
+        storage.write_bytes(path, encode(image, fmt, png_compression))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         save_to(image, handle, fmt, png_compression)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from rmcli import storage
 from rmcli.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES
+from rmcli.storage import Location
 
 STDIO = "-"
 
@@ -16,8 +19,8 @@ class Job:
     """One input and where its result goes; ``error`` is set when it cannot even be planned."""
 
     label: str
-    source: Path | None  # None: standard input
-    output: Path | None  # None: standard output
+    source: Location | None  # a Path or a storage URL string; None: standard input
+    output: Location | None  # a Path or a storage URL string; None: standard output
     error: str | None = None
 
 
@@ -29,16 +32,19 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     )
 
 
-def expand(args: list[str], recursive: bool = False) -> list[tuple[str, Path | None, Path | None]]:
+def expand(args: list[str], recursive: bool = False) -> list[tuple[str, Any, Any]]:
     """Each argument as ``(label, path, root)``: root is the folder it was found under, if any.
 
     A path of None is standard input; a missing file or a glob matching nothing is kept
-    (with a None root) so it is reported as a failed input.
+    (with a None root) so it is reported as a failed input. URLs stay strings.
     """
-    found: list[tuple[str, Path | None, Path | None]] = []
+    found: list[tuple[str, Any, Any]] = []
     for arg in args:
         if arg == STDIO:
             found.append(("<stdin>", None, None))
+            continue
+        if storage.is_url(arg):
+            found.extend(storage.expand_url(arg, IMAGE_SUFFIXES, recursive))
             continue
         path = Path(arg)
         if path.is_dir():
@@ -55,38 +61,63 @@ def expand(args: list[str], recursive: bool = False) -> list[tuple[str, Path | N
 
 
 def output_for(
-    source: Path | None, root: Path | None, out_dir: Path | None, fmt: str, to_stdout: bool
-) -> Path | None:
+    source: Location | None,
+    root: Location | None,
+    out_dir: Location | None,
+    fmt: str,
+    to_stdout: bool,
+) -> Location | None:
     """Where the result of ``source`` goes: ``DIR/<sub-folders>/<stem>.<fmt>`` or beside it."""
     suffix = FORMAT_SUFFIX[fmt]
     if to_stdout or source is None and out_dir is None:
         return None
     if source is None:
-        return out_dir / f"stdin{suffix}"
+        name = f"stdin{suffix}"
+        return storage.join(out_dir, name) if storage.is_url(out_dir) else out_dir / name
+    url = storage.is_url(source)
+    stem = storage.stem(source) if url else source.stem
     if out_dir is None:
-        return source.with_name(f"{source.stem}.out{suffix}")
-    relative = source.parent.relative_to(root) if root is not None else Path()
-    return out_dir / relative / f"{source.stem}{suffix}"
+        name = f"{stem}.out{suffix}"
+        return storage.sibling(source, name) if url else source.with_name(name)
+    if root is None:
+        relative: tuple[str, ...] = ()
+    elif url:
+        relative = storage.relative_parent(source, root)
+    else:
+        relative = source.parent.relative_to(root).parts
+    if storage.is_url(out_dir):
+        return storage.join(out_dir, *relative, f"{stem}{suffix}")
+    return out_dir.joinpath(*relative, f"{stem}{suffix}")
+
+
+def _key(location: Location) -> Location:
+    """What identifies a location when comparing outputs with inputs."""
+    return location if storage.is_url(location) else location.resolve()
 
 
 def plan_jobs(
-    args: list[str], out_dir: Path | None, fmt: str, recursive: bool = False
+    args: list[str], out_dir: Location | None, fmt: str, recursive: bool = False
 ) -> list[Job]:
-    """Jobs for every input, in order; clashing or self-overwriting outputs become errors."""
+    """Jobs for every input, in order; clashing or self-overwriting outputs become errors.
+
+    ``out_dir`` is a folder path, a storage URL, ``-`` (standard output) or None (beside).
+    """
     to_stdout = out_dir is not None and str(out_dir) == STDIO
     target_dir = None if to_stdout else out_dir
+    if isinstance(target_dir, str) and not storage.is_url(target_dir):
+        target_dir = Path(target_dir)
     jobs: list[Job] = []
-    taken: dict[Path, str] = {}
+    taken: dict[Location, str] = {}
     found = expand(args, recursive)
-    inputs = {source.resolve(): label for label, source, _ in found if source is not None}
+    inputs = {_key(source): label for label, source, _ in found if source is not None}
     for label, source, root in found:
         output = output_for(source, root, target_dir, fmt, to_stdout)
         error = None
-        if source is not None and not source.exists() and not source.is_symlink():
+        if source is not None and not _exists(source):
             error = "no such file" if not glob.has_magic(label) else "no file matches"
         elif output is not None:
-            key = output.resolve()
-            if source is not None and key == source.resolve():
+            key = _key(output)
+            if source is not None and key == _key(source):
                 error = f"output {output} would overwrite the input"
             elif key in inputs:
                 error = f"output {output} would overwrite the input {inputs[key]}"
@@ -100,5 +131,11 @@ def plan_jobs(
 
 def without_existing(jobs: list[Job]) -> tuple[list[Job], int]:
     """``jobs`` less those whose output file already exists, and how many were left out."""
-    todo = [j for j in jobs if j.error or j.output is None or not j.output.exists()]
+    todo = [j for j in jobs if j.error or j.output is None or not _exists(j.output)]
     return todo, len(jobs) - len(todo)
+
+
+def _exists(location: Location) -> bool:
+    if storage.is_url(location):
+        return storage.exists(location)
+    return location.exists() or location.is_symlink()

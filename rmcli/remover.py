@@ -119,8 +119,7 @@ class Remover:
             png_compression=settings["png_compression"],
             compose=compose_options,
         )
-        out_dir = Path(output) if isinstance(output, str) else output
-        jobs = plan_jobs([str(item) for item in inputs], out_dir, output_options.fmt, recursive)
+        jobs = plan_jobs([str(item) for item in inputs], output, output_options.fmt, recursive)
         runner = get_executor(executor or settings["executor"])
         for _, result in runner.run(self, jobs, output_options):
             yield result

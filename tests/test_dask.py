@@ -62,6 +62,19 @@ def test_dask_matches_local_with_one_session_per_worker(client, u2netp_path, tmp
     assert client.run(sessions_created) == {w: 1 for w in client.nthreads()}
 
 
+def test_workers_read_and_write_storage_urls(client, u2netp_path, tmp_path):
+    remover = Remover(dask_scheduler=client.scheduler.address)
+    names = ["car-2", "plants-1"]
+    urls = [f"file://{EXAMPLES}/{name}.jpg" for name in names]
+    results = remover.map(urls, f"file://{tmp_path}/out", executor="dask")
+    assert sorted((r.job.output, r.error) for r in results) == [
+        (f"file://{tmp_path}/out/{name}.png", None) for name in names
+    ]
+    for name in names:
+        reference = alpha_of(DATA / "rembg-u2netp" / f"{name}.alpha.png")
+        assert np.abs(alpha_of(tmp_path / "out" / f"{name}.png") - reference).mean() <= 0.5
+
+
 def test_lost_worker_chunks_are_retried_and_outputs_stay_whole(client, u2netp_path, tmp_path):
     pids = client.run(os.getpid)
 

@@ -113,7 +113,6 @@ def remove(
     ] = False,
 ) -> None:
     """Remove backgrounds; print each written path, report each failed input on stderr."""
-    from pathlib import Path
 
     from rmcli.batch import OutputOptions
     from rmcli.compose import ComposeOptions, check_options
@@ -157,8 +156,7 @@ def remove(
         png_compression=settings["png_compression"],
         compose=compose_options,
     )
-    out_dir = Path(output) if output else None
-    jobs = plan_jobs(inputs, out_dir, options.fmt, recursive)
+    jobs = plan_jobs(inputs, output, options.fmt, recursive)
     if not jobs:
         raise UsageError("no input images found")
     if output == STDIO and len(jobs) > 1:
