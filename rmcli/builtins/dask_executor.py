@@ -12,12 +12,13 @@ import importlib.util
 import math
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import CancelledError
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli import hookimpl
-from rmcli.errors import UsageError
+from rmcli.errors import RmcliError, UsageError
 from rmcli.executors import Executor
 
 if TYPE_CHECKING:
@@ -97,13 +98,18 @@ class DaskExecutor(Executor):
                     except KilledWorker as exc:  # the chunk itself keeps killing workers
                         reason = f"the Dask workers processing it died ({exc})"
                         done = [(index, f"{job.label}: {reason}") for index, job in chunk]
+                    except (CancelledError, OSError) as exc:  # scheduler lost or run cancelled
+                        raise RmcliError(
+                            f"the Dask run stopped: {type(exc).__name__}: {exc}"
+                        ) from None
                     future.release()
                     for index, error in done:
                         yield index, Result(jobs[index], error)
                     if stop is not None and stop.is_set():
                         return  # the finally cancels the chunks not finished
             finally:
-                client.cancel(list(futures))
+                with suppress(Exception):  # nothing left to cancel when the scheduler is gone
+                    client.cancel(list(futures))
 
 
 def _portable(job: Job) -> Job:
