@@ -16,7 +16,16 @@ from typing import Any
 from rmcli.errors import RmcliError
 from rmcli.settings import SETTINGS, Settings, Value, resolve
 
-KEEP_FROM_LAYERS = {"model", "backend", "models_dir"}  # not reset by "defaults": true
+# what "defaults": true resets (the thread layout); model, weights, device stay as resolved
+LAYOUT_KEYS = (
+    "intra_threads",
+    "inter_threads",
+    "cpu_binding",
+    "execution_mode",
+    "allow_spinning",
+    "graph_optimization",
+    "shared_threadpool",
+)
 
 
 def settings_for(request: dict[str, Any]) -> Settings:
@@ -31,11 +40,11 @@ def settings_for(request: dict[str, Any]) -> Settings:
 
 
 def session_defaults(settings: Settings, keep: set[str] = frozenset()) -> Settings:
-    """``settings`` with session values (but model, backend, ``keep``) back at their defaults."""
+    """``settings`` with the thread layout (but the keys in ``keep``) back at its defaults."""
     values = dict(settings.values)
-    for key, setting in SETTINGS.items():
-        if setting.session and key not in KEEP_FROM_LAYERS and key not in keep:
-            values[key] = Value(setting.default, "default")
+    for key in LAYOUT_KEYS:
+        if key in SETTINGS and key not in keep:
+            values[key] = Value(SETTINGS[key].default, "default")
     return Settings(values, settings.plugins)
 
 
