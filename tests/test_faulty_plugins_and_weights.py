@@ -76,6 +76,18 @@ def test_a_corrupted_cached_model_is_detected_and_fetched_again(u2netp_path, tmp
         os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
         assert cached.stat().st_size == before.st_size
         assert cached.stat().st_mtime_ns == before.st_mtime_ns
+    if damage == "truncated":  # offline with no copy to restore from: one clear error line
+        (rembg_home / "u2netp.onnx").rename(tmp_path / "kept.onnx")
+        offline = rmcli("remove", photo, "--offline", "-o", str(tmp_path / "c"), env=env)
+        assert offline.returncode == 2
+        lines = offline.stderr.decode().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(
+            "rmcli: error: weights u2netp.onnx (md5:8e83ca70e441ab06c318d82300c84806) are "
+            f"damaged in the cache and offline mode forbids downloading. Place the file at {cached}"
+        )
+        assert not (tmp_path / "c").exists()
+        (tmp_path / "kept.onnx").rename(rembg_home / "u2netp.onnx")
     done = rmcli("remove", photo, "-o", str(tmp_path / "b"), env=env)
     assert done.returncode == 0, done.stderr
     assert f"cached {cached} does not match its checksum" in done.stderr.decode()
