@@ -64,7 +64,9 @@ def test_sigkill_mid_batch_leaves_only_complete_outputs(u2netp_path, tmp_path):
     process.stderr.close()
 
 
-def test_sigint_finishes_the_current_image_then_stops_with_130(u2netp_path, tmp_path):
+def test_sigint_finishes_the_current_image_stops_with_130_and_skip_existing_resumes(
+    u2netp_path, tmp_path
+):
     stems = _folder_of_photos(tmp_path)
     process = _start(tmp_path)
     first = process.stdout.readline()
@@ -80,6 +82,22 @@ def test_sigint_finishes_the_current_image_then_stops_with_130(u2netp_path, tmp_
     left = COUNT - len(printed)
     assert lines[-1] == f"{len(printed)} written, 0 failed, {left} not started (interrupted)"
     assert len(printed) < COUNT
+
+    out = tmp_path / "out"
+    first_run = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "rmcli", "remove", "in", "-o", "out", "--skip-existing"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(resumed.stdout.split()) == left
+    assert resumed.stderr.splitlines()[-1] == (
+        f"{left} written, {len(printed)} skipped (output exists), 0 failed"
+    )
+    assert len(_check_outputs(out, stems)) == COUNT
+    assert {name: (out / name).stat().st_mtime_ns for name in first_run} == first_run
 
 
 def test_first_ctrl_c_sets_the_stop_event_second_one_stops_at_once():
