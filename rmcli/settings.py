@@ -6,6 +6,7 @@ Every value carries its source: ``flag --x``, ``env RMCLI_X``, ``file <path>`` o
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -69,8 +70,22 @@ class Setting:
     def env(self) -> str:
         return "RMCLI_" + self.key.upper()
 
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Environment variables read for this key, strongest first."""
+        return (self.env, *self.aliases)
+
+    def env_override(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The environment variable that sets this key now (and so hides the file), if any."""
+        env = os.environ if env is None else env
+        return next((name for name in self.env_names if env.get(name, "") != ""), None)
+
     def convert(self, raw: Any, origin: str) -> Any:
-        """Parse and validate ``raw``; a :class:`ConfigError` names the value and ``origin``."""
+        """Parse and validate ``raw`` from ``origin`` (a source such as ``env RMCLI_X``).
+
+        A :class:`ConfigError` names where the value came from, the value and what is wrong,
+        e.g. ``RMCLI_INTRA_THREADS='four' is not an integer``.
+        """
         try:
             value = self.parse(raw)
             if self.choices and value not in self.choices:
@@ -78,14 +93,29 @@ class Setting:
             if self.minimum is not None and isinstance(value, int) and value < self.minimum:
                 raise ValueError(f"is below the minimum {self.minimum}")
         except ValueError as exc:
-            raise ConfigError(f"{origin}={raw!r} {exc} (setting {self.key!r})") from None
+            raise ConfigError(self._problem(raw, origin, str(exc))) from None
         return value
+
+    def _problem(self, raw: Any, origin: str, reason: str) -> str:
+        kind, _, where = origin.partition(" ")
+        if kind == "env" and where == self.env:
+            return f"{where}={raw!r} {reason}"
+        if kind == "env":  # an alias
+            return f"{where}={raw!r} {reason} (setting {self.key})"
+        if kind == "flag":
+            return f"{where}={raw!r} {reason}"
+        if kind == "file":
+            return f"{where}: {self.key}={raw!r} {reason}"
+        return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
 
 def _int_or_auto(raw: Any) -> int | str:
     if isinstance(raw, str) and raw.strip().lower() == "auto":
         return "auto"
-    value = _parse_int(raw)
+    try:
+        value = _parse_int(raw)
+    except ValueError:
+        raise ValueError("is not an integer or 'auto'") from None
     if value < 1:
         raise ValueError("must be >= 1 or 'auto'")
     return value
@@ -98,6 +128,38 @@ def _parse_color(raw: Any) -> str:
     if text:
         parse_color(text)  # raises ValueError with the reason
     return text
+
+
+def _cpu_list(raw: Any) -> str:
+    """A CPU list like ``0-3,8`` naming only CPUs this process may use ('' means no pinning)."""
+    from rmcli.cpus import allowed_cpus, parse_cpu_list
+
+    text = _parse_str(raw)
+    if not text:
+        return ""
+    try:
+        cpus = parse_cpu_list(text)
+    except ValueError as exc:
+        raise ValueError(f"is not a CPU list like 0-3,8: {exc}") from None
+    allowed = allowed_cpus()
+    outside = sorted(set(cpus) - set(allowed))
+    if outside:
+        raise ValueError(
+            f"names CPUs {_ranges(outside)} outside the ones this process may use "
+            f"({_ranges(allowed)})"
+        )
+    return text
+
+
+def _ranges(cpus: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2,5``."""
+    parts: list[tuple[int, int]] = []
+    for cpu in sorted(cpus):
+        if parts and parts[-1][1] == cpu - 1:
+            parts[-1] = (parts[-1][0], cpu)
+        else:
+            parts.append((cpu, cpu))
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in parts)
 
 
 def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Setting:
@@ -154,9 +216,10 @@ SETTINGS: dict[str, Setting] = {
         ),
         _setting(
             "cpu_binding",
-            _parse_str,
+            _cpu_list,
             "",
             "Logical CPUs to pin intra-op threads to, e.g. '0-3,8' (empty: no pinning).",
+            type_name="CPU list",
             aliases=("CPU_BINDING",),
             session=True,
         ),
@@ -314,7 +377,29 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{path}: invalid TOML {_toml_error(exc)}") from None
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
+    """``at line L, column C: reason`` from tomllib's message ``reason (at line L, column C)``."""
+    message = str(exc)
+    match = re.fullmatch(r"(?s)(.*) \((at line \d+, column \d+|at end of document)\)", message)
+    if match:
+        return f"{match[2]}: {match[1]}"
+    return f": {message}"
+
+
+def format_value(value: Any) -> str:
+    """A value as TOML writes it (``"u2netp"``, ``4``, ``true``); ``(unset)`` for None."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        import json
+
+        return json.dumps(value)
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -344,6 +429,10 @@ class Settings(Mapping[str, Any]):
     def source(self, key: str) -> str:
         return self.values[key].source
 
+    def lines(self) -> list[str]:
+        """``key = value (source)`` for every setting, as ``rmcli remove -v`` prints them."""
+        return [f"{key} = {format_value(v.value)} ({v.source})" for key, v in self.values.items()]
+
     def plugin(self, name: str) -> dict[str, Any]:
         """The free-form ``[plugins.<name>]`` table of the config file (empty when absent)."""
         return dict(self.plugins.get(name, {}))
@@ -356,12 +445,13 @@ class Settings(Mapping[str, Any]):
         """A copy with some values replaced (validated) and marked as coming from ``source``."""
         new = dict(self.values)
         for key, raw in values.items():
-            setting = _known(key)
-            new[key] = Value(setting.convert(raw, f"{source} {key}"), source)
+            setting = known_setting(key)
+            new[key] = Value(setting.convert(raw, source), source)
         return Settings(new, self.plugins)
 
 
-def _known(key: str) -> Setting:
+def known_setting(key: str) -> Setting:
+    """The row for ``key``; an unknown key is a ConfigError with a "did you mean" suggestion."""
     try:
         return SETTINGS[key]
     except KeyError:
@@ -384,13 +474,20 @@ def resolve(
     env = os.environ if env is None else env
     path = config_path(env) if path is None else path
     data = read_config_file(path)
-    plugin_tables = data.pop("plugins", {}) if isinstance(data.get("plugins"), dict) else {}
+    plugin_tables = data.pop("plugins", {})
+    if not isinstance(plugin_tables, dict) or not all(
+        isinstance(table, dict) for table in plugin_tables.values()
+    ):
+        raise ConfigError(f"{path}: plugins must hold [plugins.<name>] tables")
     for key in data:
         if key not in SETTINGS:
-            _known(key)  # raises with a suggestion
+            try:
+                known_setting(key)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
     flags = flags or {}
     for key in flags:
-        _known(key)
+        known_setting(key)
     values: dict[str, Value] = {}
     for key, setting in SETTINGS.items():
         flag = flags.get(key)
@@ -401,13 +498,11 @@ def resolve(
         if raw is not None:
             values[key] = Value(setting.convert(raw, origin), origin)
             continue
-        for name in (setting.env, *setting.aliases):
-            if env.get(name, "") != "":
-                values[key] = Value(setting.convert(env[name], name), f"env {name}")
-                break
+        name = setting.env_override(env)
+        if name is not None:
+            values[key] = Value(setting.convert(env[name], f"env {name}"), f"env {name}")
+        elif key in data:
+            values[key] = Value(setting.convert(data[key], f"file {path}"), f"file {path}")
         else:
-            if key in data:
-                values[key] = Value(setting.convert(data[key], f"{path}: {key}"), f"file {path}")
-            else:
-                values[key] = Value(setting.default, "default")
+            values[key] = Value(setting.default, "default")
     return Settings(values, plugin_tables)

@@ -205,8 +205,8 @@ def _describe(remover, session) -> None:
     settings = remover.settings
     err = sys.stderr
     print("settings:", file=err)
-    for key in settings:
-        print(f"  {key} = {settings[key]!r}  ({settings.source(key)})", file=err)
+    for line in settings.lines():
+        print(f"  {line}", file=err)
     print(f"backend {remover.backend.name}: {remover.backend.describe(settings)}", file=err)
     if session is None:
         return  # the session is built on the workers
