@@ -22,12 +22,13 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from rmcli.cli import bench, models, plugins, remove
+    from rmcli.cli import bench, config, models, plugins, remove
 
     remove.register(app)
     models.register(app)
     plugins.register(app)
     bench.register(app)
+    config.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,133 @@
+"""``rmcli config``: show and change settings (flags > environment > config file > defaults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+config_app = typer.Typer(
+    help="Show and change settings. Precedence: flags > environment (RMCLI_*) > config file > "
+    "defaults. See docs/configuration.md.",
+    no_args_is_help=True,
+)
+
+KeyArg = Annotated[
+    str, typer.Argument(help="A setting (rmcli config list) or plugins.<name>.<option>.")
+]
+
+
+def _warn(message: str) -> None:
+    print(f"rmcli: warning: {message}", file=sys.stderr)
+
+
+def _plain(value: Any) -> str:
+    """A value for scripts: bare text, ``true``/``false``, empty for unset."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+@config_app.command("path")
+def path() -> None:
+    """Print the config file's path (RMCLI_CONFIG, else the user config folder)."""
+    from rmcli.settings import config_path
+
+    typer.echo(str(config_path()))
+
+
+@config_app.command("get")
+def get(key: KeyArg) -> None:
+    """Print the effective value of KEY (from whichever layer sets it)."""
+    from rmcli.config_file import get_plugin_value, plugin_key
+    from rmcli.settings import config_path, known_setting, resolve
+
+    if plugin_key(key) is not None:
+        typer.echo(_plain(get_plugin_value(config_path(), key)))
+        return
+    known_setting(key)
+    typer.echo(_plain(resolve()[key]))
+
+
+@config_app.command("set")
+def set_(
+    key: KeyArg,
+    value: Annotated[str, typer.Argument(help="The new value, checked before it is written.")],
+) -> None:
+    """Write KEY = VALUE to the config file (checked first; other keys are kept)."""
+    from rmcli.config_file import plugin_key, plugin_value, set_value
+    from rmcli.settings import config_path, known_setting
+
+    path = config_path()
+    if plugin_key(key) is not None:
+        set_value(path, key, plugin_value(value))
+        return
+    setting = known_setting(key)
+    stored = setting.convert(value, "rmcli config set")
+    if key in ("model", "backend"):
+        _check_registered(key, stored)
+    set_value(path, key, stored)
+    shadow = setting.env_override()
+    if shadow is not None:
+        _warn(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
+
+
+def _check_registered(key: str, name: str) -> None:
+    from rmcli.plugins import get_backend, get_model
+
+    (get_model if key == "model" else get_backend)(name)
+
+
+@config_app.command("unset")
+def unset(key: KeyArg) -> None:
+    """Remove KEY from the config file, so the next layer down applies again."""
+    from rmcli.config_file import plugin_key, unset_value
+    from rmcli.settings import SETTINGS, config_path, known_setting
+
+    path = config_path()
+    removed = unset_value(path, key)
+    if plugin_key(key) is not None:
+        if not removed:
+            _warn(f"{key} was not set in {path}")
+        return
+    if not removed:
+        known_setting(key)  # an unknown key that was not in the file either
+        _warn(f"{key} was not set in {path}")
+    if key in SETTINGS and (shadow := SETTINGS[key].env_override()) is not None:
+        _warn(f"{shadow}={os.environ[shadow]} in the environment still sets {key}")
+
+
+@config_app.command("list")
+def list_(
+    sources: Annotated[
+        bool, typer.Option("--sources", help="Show where each value comes from.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every setting with its effective value (and, with --sources, its layer)."""
+    from rmcli.settings import format_value, resolve
+
+    settings = resolve()
+    if as_json:
+        if sources:
+            rows: dict[str, Any] = {
+                key: {"value": settings[key], "source": settings.source(key)} for key in settings
+            }
+        else:
+            rows = dict(settings)
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for key in settings:
+        line = f"{key} = {format_value(settings[key])}"
+        typer.echo(f"{line} ({settings.source(key)})" if sources else line)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,161 @@
+"""Changing the user config file safely: under a lock, through a temporary file and a rename.
+
+Every change reads the file, edits the parsed table and writes it back whole with tomli-w, so
+concurrent ``rmcli config set`` calls never lose an update and a writer that dies half-way
+leaves the previous file in place. tomli-w writes plain TOML: comments and hand formatting are
+not kept. A file that is not valid TOML is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rmcli.atomic import atomic_path
+from rmcli.errors import ConfigError
+from rmcli.settings import read_config_file
+
+LOCK_TIMEOUT_S = 30.0
+PLUGINS = "plugins"
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file beside ``path`` (the config file itself is replaced, so is not locked)."""
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the config file's lock; the OS releases it if this process dies."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path(path), timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"{path}: still locked by another rmcli after {LOCK_TIMEOUT_S:.0f} s "
+            f"(lock file {lock_path(path)})"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def update_config(path: Path, change: Callable[[dict[str, Any]], bool | None]) -> dict[str, Any]:
+    """Apply ``change`` to the parsed file and write the result, unless ``change`` returns False.
+
+    Returns the new table.
+    """
+    with locked(path):
+        data = read_config_file(path)  # a broken file raises here and stays as it was
+        if change(data) is not False:
+            write_config(path, data)
+        return data
+
+
+def write_config(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as TOML to ``path`` atomically (call it while holding :func:`locked`)."""
+    import tomli_w
+
+    payload = tomli_w.dumps(data).encode("utf-8")
+    _remove_stale_temporaries(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(payload)
+        out.flush()
+        os.fsync(out.fileno())
+    _sync_folder(path.parent)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files left by writers that were killed; safe because we hold the lock."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def plugin_key(key: str) -> tuple[str, str] | None:
+    """``('name', 'option')`` for a key ``plugins.<name>.<option>``, else None."""
+    parts = key.split(".")
+    if parts[0] != PLUGINS:
+        return None
+    if len(parts) != 3 or not all(parts[1:]):
+        raise ConfigError(f"plugin options are written plugins.<name>.<option>, not {key!r}")
+    return parts[1], parts[2]
+
+
+def plugin_value(raw: str) -> Any:
+    """A plugin option from the command line: a TOML value (``8``, ``true``, ``[1, 2]``) or text."""
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def set_value(path: Path, key: str, value: Any) -> None:
+    """Set a top-level ``key`` or ``plugins.<name>.<option>`` in the file."""
+    plugin = plugin_key(key)
+
+    def change(data: dict[str, Any]) -> None:
+        if plugin is None:
+            data[key] = value
+            return
+        tables = data.setdefault(PLUGINS, {})
+        if not isinstance(tables, dict) or not isinstance(tables.get(plugin[0], {}), dict):
+            raise ConfigError(f"{path}: plugins must hold [plugins.<name>] tables")
+        tables.setdefault(plugin[0], {})[plugin[1]] = value
+
+    update_config(path, change)
+
+
+def unset_value(path: Path, key: str) -> bool:
+    """Remove ``key`` from the file; False when it was not there (the file is not rewritten)."""
+    plugin = plugin_key(key)
+    removed = False
+
+    def change(data: dict[str, Any]) -> bool:
+        nonlocal removed
+        if plugin is None:
+            removed = data.pop(key, None) is not None
+            return removed
+        tables = data.get(PLUGINS)
+        table = tables.get(plugin[0]) if isinstance(tables, dict) else None
+        if isinstance(table, dict) and plugin[1] in table:
+            del table[plugin[1]]
+            if not table:
+                del tables[plugin[0]]
+            if not tables:
+                del data[PLUGINS]
+            removed = True
+        return removed
+
+    update_config(path, change)
+    return removed
+
+
+def get_plugin_value(path: Path, key: str) -> Any:
+    """The value of ``plugins.<name>.<option>`` in the file; a ConfigError when absent."""
+    name, option = plugin_key(key) or ("", "")
+    tables = read_config_file(path).get(PLUGINS)
+    table = tables.get(name) if isinstance(tables, dict) else None
+    if not isinstance(table, dict) or option not in table:
+        raise ConfigError(f"{key} is not set in {path}")
+    return table[option]

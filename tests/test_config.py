@@ -1,0 +1,364 @@
+"""Layered settings: flags > environment > config file > defaults, ``rmcli config``, safe writes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, rmcli
+
+from rmcli.cpus import allowed_cpus
+from rmcli.errors import ConfigError
+from rmcli.settings import SETTINGS, resolve
+
+LAYERS = ("flag", "env", "file", "default")
+SOURCE = {"flag": "flag --intra-threads", "env": "env RMCLI_INTRA_THREADS"}
+
+
+def config_file() -> Path:
+    return Path(os.environ["RMCLI_CONFIG"])
+
+
+def fails_with(done: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Assert exit 2 with one error line (no traceback) containing every fragment."""
+    err = done.stderr.decode() if isinstance(done.stderr, bytes) else done.stderr
+    assert done.returncode == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def ok(*args: str, env: dict | None = None) -> str:
+    done = rmcli(*args, env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+# --- precedence and sources -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("high,low", list(itertools.combinations(LAYERS, 2)))
+def test_each_layer_beats_every_lower_one(high, low, tmp_path):
+    given = {high: 2, low: 1} if low != "default" else {high: 2}
+    path = tmp_path / "config.toml"
+    if "file" in given:
+        path.write_text(f"intra_threads = {given['file']}\n")
+    flags = {"intra_threads": str(given["flag"])} if "flag" in given else {}
+    env = {"RMCLI_INTRA_THREADS": str(given["env"])} if "env" in given else {}
+    settings = resolve(flags, env=env, path=path)
+    assert settings["intra_threads"] == 2
+    assert settings.source("intra_threads") == SOURCE.get(high, f"file {path}")
+
+
+def test_without_any_layer_every_key_is_its_default(tmp_path):
+    settings = resolve(env={}, path=tmp_path / "absent.toml")
+    assert set(settings) == set(SETTINGS)
+    for key, setting in SETTINGS.items():
+        assert settings[key] == setting.default
+        assert settings.source(key) == "default"
+
+
+def test_list_sources_names_each_layer():
+    config_file().write_text('execution_mode = "parallel"\nintra_threads = 1\n')
+    out = ok("config", "list", "--sources", "--json", env={"RMCLI_INTRA_THREADS": "2"})
+    rows = json.loads(out)
+    assert rows["intra_threads"] == {"value": 2, "source": "env RMCLI_INTRA_THREADS"}
+    assert rows["execution_mode"] == {"value": "parallel", "source": f"file {config_file()}"}
+    assert set(SETTINGS) <= set(rows)
+    defaults = [k for k in rows if k not in {"intra_threads", "execution_mode", "models_dir"}]
+    assert all(rows[k]["source"] == "default" for k in defaults)
+    text = ok("config", "list", "--sources", env={"RMCLI_INTRA_THREADS": "2"})
+    assert "intra_threads = 2 (env RMCLI_INTRA_THREADS)\n" in text
+    assert f'execution_mode = "parallel" (file {config_file()})\n' in text
+    assert 'backend = "cpu-pinned" (default)\n' in text
+    assert "(default)" not in ok("config", "list")
+
+
+def test_get_prints_the_effective_value_and_unset_falls_back():
+    ok("config", "set", "execution_mode", "parallel")
+    assert ok("config", "get", "execution_mode") == "parallel\n"
+    assert ok("config", "get", "execution_mode", env={"RMCLI_EXECUTION_MODE": "sequential"}) == (
+        "sequential\n"
+    )
+    ok("config", "unset", "execution_mode")
+    assert ok("config", "get", "execution_mode") == SETTINGS["execution_mode"].default + "\n"
+    assert ok("config", "path") == f"{config_file()}\n"
+
+
+@pytest.mark.parametrize(
+    "alias,key,value",
+    [
+        ("INTRA_OP_NUM_THREADS", "intra_threads", 2),
+        ("INTER_OP_NUM_THREADS", "inter_threads", 2),
+        ("CPU_BINDING", "cpu_binding", str(allowed_cpus()[0])),
+    ],
+)
+def test_aliases_sit_between_rmcli_variables_and_the_file(alias, key, value, tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(f"{key} = {json.dumps(value)}\n")
+    settings = resolve(env={alias: str(value)}, path=path)
+    assert settings.source(key) == f"env {alias}"
+    path.write_text("")
+    own = SETTINGS[key].env
+    settings = resolve(env={alias: "3-2", own: str(value)}, path=path)  # the alias is not read
+    assert (settings[key], settings.source(key)) == (value, f"env {own}")
+
+
+def test_omp_num_threads_is_not_an_alias(tmp_path):
+    settings = resolve(env={"OMP_NUM_THREADS": "1"}, path=tmp_path / "none.toml")
+    assert settings.source("intra_threads") == "default"
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["get", "unset", "set"])
+def test_unknown_key_suggests_the_close_one(command):
+    args = ["config", command, "intra_thread"] + (["2"] if command == "set" else [])
+    fails_with(rmcli(*args), "unknown setting 'intra_thread'", "did you mean 'intra_threads'")
+    assert not config_file().exists()
+
+
+def test_unknown_key_in_the_file_names_the_file():
+    config_file().write_text("execution_mod = 'parallel'\n")
+    fails_with(
+        rmcli("config", "list"),
+        str(config_file()),
+        "execution_mod",
+        "did you mean 'execution_mode'",
+    )
+    ok("config", "unset", "execution_mod")  # the way out: it can still be removed
+    assert tomllib.loads(config_file().read_text()) == {}
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"RMCLI_INTRA_THREADS": "four"}, "RMCLI_INTRA_THREADS='four' is not an integer"),
+        ({"RMCLI_INTRA_THREADS": "0"}, "RMCLI_INTRA_THREADS='0' must be >= 1"),
+        ({"INTRA_OP_NUM_THREADS": "x"}, "INTRA_OP_NUM_THREADS='x' is not an integer"),
+        ({"RMCLI_EXECUTION_MODE": "fast"}, "RMCLI_EXECUTION_MODE='fast' is not one of"),
+        ({"RMCLI_ALLOW_SPINNING": "maybe"}, "RMCLI_ALLOW_SPINNING='maybe' is not a boolean"),
+        ({"RMCLI_PNG_COMPRESSION": "-1"}, "RMCLI_PNG_COMPRESSION='-1' is below the minimum 0"),
+        ({"CPU_BINDING": "0-4096"}, "CPU_BINDING='0-4096' names CPUs"),
+        ({"RMCLI_CPU_BINDING": "3-1"}, "RMCLI_CPU_BINDING='3-1' is not a CPU list"),
+    ],
+)
+def test_bad_environment_value_names_variable_and_value(env, message):
+    fails_with(rmcli("config", "list", env=env), message)
+
+
+def test_bad_file_value_names_file_key_and_value():
+    config_file().write_text('intra_threads = "four"\n')
+    fails_with(rmcli("config", "list"), f"{config_file()}: intra_threads='four' is not an integer")
+
+
+def test_bad_flag_value_names_the_flag(tmp_path):
+    done = rmcli("remove", str(EXAMPLES / "animal-1.jpg"), "-o", str(tmp_path), "--intra-threads=x")
+    fails_with(done, "--intra-threads='x' is not an integer")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("intra_threads", "four", "intra_threads='four' is not an integer"),
+        ("intra_threads", "0", "intra_threads='0' must be >= 1 or 'auto'"),
+        ("inter_threads", "0", "inter_threads='0' is below the minimum 1"),
+        ("cpu_binding", "0-4096", "cpu_binding='0-4096' names CPUs"),
+        ("output_format", "gif", "output_format='gif' is not one of png, webp, jpg"),
+        ("model", "u2netq", "unknown model 'u2netq' (did you mean"),
+    ],
+)
+def test_set_refuses_a_bad_value_and_keeps_the_file(key, value, message):
+    ok("config", "set", "png_compression", "5")
+    before = config_file().read_bytes()
+    fails_with(rmcli("config", "set", key, value), message)
+    assert config_file().read_bytes() == before
+
+
+def test_set_accepts_auto_and_every_allowed_cpu():
+    cpus = allowed_cpus()
+    ok("config", "set", "intra_threads", "auto")
+    ok("config", "set", "cpu_binding", f"{cpus[0]}-{cpus[-1]}" if len(cpus) > 1 else str(cpus[0]))
+    data = tomllib.loads(config_file().read_text())
+    assert data["intra_threads"] == "auto"
+    assert resolve()["cpu_binding"] == data["cpu_binding"]
+
+
+def test_corrupt_toml_names_file_line_and_column_and_is_never_overwritten(tmp_path):
+    broken = b'model = "u2netp"\nintra_threads = = 3\n'
+    config_file().write_bytes(broken)
+    line = fails_with(rmcli("config", "list"), str(config_file()), "line 2, column")
+    assert "invalid TOML" in line
+    fails_with(rmcli("config", "set", "intra_threads", "2"), str(config_file()), "line 2")
+    fails_with(rmcli("config", "unset", "model"), str(config_file()), "line 2")
+    done = rmcli("remove", str(EXAMPLES / "animal-1.jpg"), "-o", str(tmp_path))
+    fails_with(done, str(config_file()), "line 2, column")
+    assert config_file().read_bytes() == broken
+
+
+def test_set_warns_when_the_environment_shadows_the_key():
+    done = rmcli("config", "set", "intra_threads", "2", env={"INTRA_OP_NUM_THREADS": "1"})
+    assert done.returncode == 0
+    assert "INTRA_OP_NUM_THREADS=1 in the environment overrides intra_threads" in (
+        done.stderr.decode()
+    )
+    assert tomllib.loads(config_file().read_text())["intra_threads"] == 2
+    quiet = rmcli("config", "set", "intra_threads", "1")
+    assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+# --- the file: plugin tables, crash safety, concurrency ---------------------------------------
+
+
+def test_set_keeps_plugin_tables_and_plugins_read_them():
+    config_file().write_text(
+        "# tomli-w drops this comment\n"
+        'model = "u2netp"\n\n[plugins.acme]\nlevel = 3\nmodes = ["a", "b"]\n'
+    )
+    ok("config", "set", "png_compression", "4")
+    ok("config", "set", "plugins.other.enabled", "true")
+    data = tomllib.loads(config_file().read_text())
+    assert data["plugins"] == {
+        "acme": {"level": 3, "modes": ["a", "b"]},
+        "other": {"enabled": True},
+    }
+    assert (data["model"], data["png_compression"]) == ("u2netp", 4)
+    assert resolve().plugin("acme") == {"level": 3, "modes": ["a", "b"]}
+    assert ok("config", "get", "plugins.acme.level") == "3\n"
+    ok("config", "unset", "plugins.other.enabled")
+    assert "other" not in tomllib.loads(config_file().read_text())["plugins"]
+
+
+KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from rmcli import config_file
+
+real_fsync = os.fsync
+
+def stall(fd):  # the new content is in the temporary file, not yet renamed into place
+    real_fsync(fd)
+    print("written", flush=True)
+    time.sleep(120)
+
+os.fsync = stall
+config_file.set_value(Path(sys.argv[1]), "intra_threads", 7)
+"""
+
+
+def test_writer_killed_mid_write_leaves_the_old_file_and_no_stale_lock():
+    ok("config", "set", "intra_threads", "2")
+    before = config_file().read_bytes()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(config_file())], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout.readline() == "written\n"
+        temporaries = list(config_file().parent.glob(".config.toml.*.tmp"))
+        assert [t.read_text() for t in temporaries] == ["intra_threads = 7\n"]
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert config_file().read_bytes() == before
+    assert ok("config", "get", "intra_threads") == "2\n"
+    ok("config", "set", "inter_threads", "3")  # the dead writer's lock is gone
+    assert tomllib.loads(config_file().read_text()) == {"intra_threads": 2, "inter_threads": 3}
+    assert list(config_file().parent.glob(".config.toml.*.tmp")) == []
+
+
+def test_twenty_parallel_sets_of_different_keys_all_survive():
+    settings = [
+        ("intra_threads", "3", 3),
+        ("inter_threads", "2", 2),
+        ("execution_mode", "parallel", "parallel"),
+        ("allow_spinning", "false", False),
+        ("graph_optimization", "basic", "basic"),
+        ("png_compression", "6", 6),
+        ("device_id", "1", 1),
+        ("strict_device", "true", True),
+    ]
+    options = [(f"plugins.parallel.option{i:02d}", str(i), i) for i in range(20 - len(settings))]
+    wanted = settings + options
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rmcli", "config", "set", key, raw], stderr=subprocess.PIPE
+        )
+        for key, raw, _ in wanted
+    ]
+    for writer in writers:
+        assert writer.wait() == 0, writer.stderr.read().decode()
+        writer.stderr.close()
+    data = tomllib.loads(config_file().read_text())
+    found = {key: data[key] for key, _, _ in settings}
+    found.update({f"plugins.parallel.{k}": v for k, v in data["plugins"]["parallel"].items()})
+    assert found == {key: value for key, _, value in wanted}
+    assert len(found) == 20
+
+
+# --- one resolution path, end to end ----------------------------------------------------------
+
+
+def test_config_set_is_used_by_remove(u2netp_path, tmp_path):
+    ok("config", "set", "intra_threads", "1")
+    done = rmcli("remove", str(EXAMPLES / "animal-1.jpg"), "-o", str(tmp_path), "-v")
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert f"intra_threads = 1 (file {config_file()})" in err
+    layout = re.search(r"^backend cpu-pinned: (.*)$", err, re.M)
+    assert layout and re.search(r"'intra_threads': 1\b", layout[1]), err
+    assert (tmp_path / "animal-1.png").is_file()
+
+    from rmcli import Remover
+
+    session = Remover().session  # the real ONNX Runtime session, built from the same settings
+    assert session.plan.options.intra_op_num_threads == 1
+
+
+def test_flag_beats_environment_beats_file_in_remove(u2netp_path, tmp_path):
+    ok("config", "set", "intra_threads", "2")
+    ok("config", "set", "execution_mode", "parallel")
+    env = {"RMCLI_INTRA_THREADS": "2", "RMCLI_EXECUTION_MODE": "sequential"}
+    photo = str(EXAMPLES / "animal-1.jpg")
+    done = rmcli("remove", photo, "-o", str(tmp_path), "-v", "--intra-threads=1", env=env)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "intra_threads = 1 (flag --intra-threads)" in err
+    assert 'execution_mode = "sequential" (env RMCLI_EXECUTION_MODE)' in err
+    assert (
+        f"models_dir = {json.dumps(os.environ['RMCLI_MODELS_DIR'])} (env RMCLI_MODELS_DIR)" in err
+    )
+
+
+def test_config_commands_do_not_import_onnxruntime():
+    code = (
+        "import sys\n"
+        "from rmcli.cli import main\n"
+        "for args in (['config', 'list', '--sources'], ['config', 'set', 'model', 'u2netp']):\n"
+        "    sys.argv = ['rmcli', *args]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, exc.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'onnxruntime', 'numpy'})\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_resolve_rejects_unknown_flag_keys():
+    with pytest.raises(ConfigError, match="did you mean 'intra_threads'"):
+        resolve({"intra_thread": 1})
