@@ -236,21 +236,18 @@ def winner_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_settings(values: Mapping[str, Any]) -> Path:
     """Write ``values`` into the user config file (None removes a key); returns its path."""
-    import tomli_w
+    from rmcli.config_file import update_config
+    from rmcli.settings import config_path
 
-    from rmcli.atomic import atomic_path
-    from rmcli.settings import config_path, read_config_file
+    def change(data: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
 
     path = config_path()
-    data = read_config_file(path)  # a broken file raises here and is left alone
-    for key, value in values.items():
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
+    update_config(path, change)  # locked and atomic; a broken file raises and is left alone
     return path
 
 

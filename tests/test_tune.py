@@ -78,5 +78,5 @@ def test_tune_save_writes_the_winner_and_remove_uses_it(u2netp_path, tmp_path):
     done = rmcli("remove", "-v", str(image), "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr.decode()
     err = done.stderr.decode()
-    assert f"intra_threads = {saved['intra_threads']!r}  (file {config})" in err
+    assert f"intra_threads = {saved['intra_threads']!r} (file {config})" in err
     assert f"'intra_threads': {saved['intra_threads']}" in err  # the backend layout uses it
