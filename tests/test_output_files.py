@@ -88,3 +88,14 @@ def test_output_is_never_written_over_its_input(u2netp_path, tmp_path):
     assert done.returncode == 1
     assert "would overwrite the input" in done.stderr.decode()
     assert (tmp_path / "car.png").read_bytes() == before
+
+
+def test_map_writes_a_batch_with_output_options(remover, tmp_path):
+    results = list(remover.map([str(CAR)], tmp_path, only_mask=True, crop=True, crop_margin=4))
+    assert [r.error for r in results] == [None]
+    mask = remover.remove(CAR, only_mask=True)
+    written = Image.open(tmp_path / "car-1.png")
+    left, top, right, bottom = mask.point(lambda v: 255 if v > 10 else 0).getbbox()
+    assert written.mode == "L"
+    width = min(480, right + 4) - max(0, left - 4)
+    assert written.size == (width, min(360, bottom + 4) - max(0, top - 4))
