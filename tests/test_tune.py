@@ -64,16 +64,23 @@ def test_search_space_covers_threads_mode_spinning_and_binding():
 
 def test_tune_save_writes_the_winner_and_remove_uses_it(u2netp_path, tmp_path):
     image = EXAMPLES / "car-1.jpg"
+    config = os.environ["RMCLI_CONFIG"]
+    before = rmcli("config", "list", "--sources").stdout.decode()
+    assert "intra_threads = (unset) (default)" in before
     done = rmcli("tune", "--budget", "1", "--save", str(image))
     assert done.returncode == 0, done.stderr.decode()
     out = done.stdout.decode()
     assert "saved to" in out and " 1 " in out.splitlines()[2]  # leaderboard rank 1
-    config = os.environ["RMCLI_CONFIG"]
     with open(config, "rb") as f:
         saved = tomllib.load(f)
     assert saved["backend"] == "cpu-pinned"
     assert saved["intra_threads"] >= 1
     assert saved["execution_mode"] in {"sequential", "parallel"}
+    after = rmcli("config", "list", "--sources").stdout.decode()
+    lines = {line.split(" = ")[0]: line for line in after.splitlines()}
+    for key in ("backend", "intra_threads", "execution_mode", "allow_spinning", "cpu_binding"):
+        assert lines[key].endswith(f"(file {config})"), lines[key]
+    assert f"intra_threads = {saved['intra_threads']} (file {config})" in after
 
     done = rmcli("remove", "-v", str(image), "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr.decode()
