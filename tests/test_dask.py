@@ -11,7 +11,7 @@ from conftest import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.builtins.dask_executor import sessions_created
+from rmcli.builtins.dask_executor import session_threads
 
 distributed = pytest.importorskip("distributed")
 
@@ -27,7 +27,7 @@ def client():
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
@@ -59,7 +59,8 @@ def test_dask_matches_local_with_one_session_per_worker(client, u2netp_path, tmp
         ours = alpha_of(tmp_path / "dask" / f"{photo.stem}.png")
         theirs = alpha_of(tmp_path / "local" / f"{photo.stem}.png")
         assert np.abs(ours - theirs).mean() <= 0.5, photo.name
-    assert client.run(sessions_created) == {w: 1 for w in client.nthreads()}
+    # exactly one session per worker, its intra-op pool sized to the worker's one thread
+    assert client.run(session_threads) == {w: [1] for w in client.nthreads()}
 
 
 def test_workers_read_and_write_storage_urls(client, u2netp_path, tmp_path):

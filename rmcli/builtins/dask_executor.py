@@ -33,18 +33,22 @@ CHUNKS_PER_THREAD = 4  # enough chunks to balance uneven images and to lose litt
 MAX_CHUNK = 32
 CONNECT_TIMEOUT = "10s"
 
-_sessions_created = 0
+_session_threads: list[int] = []  # intra-op threads of each session built in this process
 
 
 def sessions_created() -> int:
     """ONNX Runtime sessions built in this process (``client.run(sessions_created)``)."""
-    return _sessions_created
+    return len(_session_threads)
+
+
+def session_threads() -> list[int]:
+    """The intra-op thread count of each session built in this process."""
+    return list(_session_threads)
 
 
 @hookimpl
 def session_created(session, plan):
-    global _sessions_created
-    _sessions_created += 1
+    _session_threads.append(plan.options.intra_op_num_threads)
 
 
 class DaskExecutor(Executor):
@@ -152,7 +156,7 @@ def connect(settings: Settings) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
