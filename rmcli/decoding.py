@@ -48,33 +48,29 @@ def load_checked(
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     opened_here = False
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about bombs (checked below, against our limit) and corrupt metadata:
-            # neither may add lines to the one-line-per-file report.
-            warnings.simplefilter("ignore")
-            if isinstance(source, Image.Image):
-                image = source
-            elif isinstance(source, bytes | bytearray):
-                if not source:
-                    raise InputError(f"{label}: empty input")
-                image = Image.open(io.BytesIO(source))
-                opened_here = True
-            elif isinstance(source, str | Path):
-                _check_file(Path(source), label)
-                image = Image.open(source)
-                opened_here = True
-            elif hasattr(source, "__array_interface__"):
-                image = Image.fromarray(source)
-            else:
-                raise InputError(f"{label}: unsupported image source {type(source).__name__}")
-            try:
-                _check_header(image, label, limit, max_pixels is not None)
-                frames = _frame_count(image)
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-            finally:
-                if opened_here:
-                    image.close()
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, bytes | bytearray):
+            if not source:
+                raise InputError(f"{label}: empty input")
+            image = Image.open(io.BytesIO(source))
+            opened_here = True
+        elif isinstance(source, str | Path):
+            _check_file(Path(source), label)
+            image = Image.open(source)
+            opened_here = True
+        elif hasattr(source, "__array_interface__"):
+            image = Image.fromarray(source)
+        else:
+            raise InputError(f"{label}: unsupported image source {type(source).__name__}")
+        try:
+            _check_header(image, label, limit, max_pixels is not None)
+            frames = _frame_count(image)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+        finally:
+            if opened_here:
+                image.close()
     except InputError:
         raise
     except FileNotFoundError:
@@ -93,6 +89,16 @@ def load_checked(
     if frames > 1 and notice is not None:
         notice(f"{label}: has {frames} frames; only the first is used")
     return _normalised(upright, label)
+
+
+def quiet_pillow_warnings() -> None:
+    """Keep Pillow's warnings (possible bomb, corrupt EXIF...) off stderr, process-wide.
+
+    The command line calls it once: its checks already report those cases as one line per
+    file. Done once with a filter rather than ``catch_warnings`` around each decode, which is
+    not thread-safe and decoding runs in threads. Library users keep Pillow's warnings.
+    """
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
 def _check_file(path: Path, label: str) -> None:

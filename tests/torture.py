@@ -89,6 +89,12 @@ def build_valid(folder: Path) -> dict[str, dict]:
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
     expect["animated.gif"] = {"size": (32, 24), "first_frame_red": True, "frames": 3}
 
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "a camera maker name, cut short below"
+    Image.new("RGB", (30, 20), "red").save(folder / "bad-exif.jpg", exif=exif.tobytes()[:-12])
+    expect["bad-exif.jpg"] = {"size": (30, 20)}  # unreadable EXIF: as stored, no Pillow warning
+
     photo(1, 1).save(folder / "one-pixel.png")
     expect["one-pixel.png"] = {"size": (1, 1)}
 

@@ -116,6 +116,7 @@ def remove(
 
     from rmcli.batch import OutputOptions
     from rmcli.compose import ComposeOptions, check_options
+    from rmcli.decoding import quiet_pillow_warnings
     from rmcli.executors import in_input_order
     from rmcli.inputs import STDIO, plan_jobs, without_existing
     from rmcli.interrupt import stop_on_interrupt
@@ -147,6 +148,7 @@ def remove(
         "skip_existing": skip_existing,
     }
     settings = resolve(flags)
+    quiet_pillow_warnings()  # bad inputs are reported one line each, by rmcli
     compose_options = ComposeOptions.from_settings(
         settings, only_mask=only_mask, bg_image=bg_image, crop=crop, alpha_matting=alpha_matting
     )
