@@ -356,6 +356,13 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+def flag_help(key: str) -> str:
+    """Help text of the flag that sets ``key``: the table's text and its environment variables."""
+    setting = SETTINGS[key]
+    choices = f" One of: {', '.join(setting.choices)}." if setting.choices else ""
+    return f"{setting.help}{choices} [env: {', '.join(setting.env_names)}]"
+
+
 def config_path(env: Mapping[str, str] | None = None) -> Path:
     """The config file: ``$RMCLI_CONFIG``, else ``config.toml`` in the user config folder."""
     env = os.environ if env is None else env

@@ -13,11 +13,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, rmcli
+from conftest import EXAMPLES, ROOT, rmcli
 
+from rmcli import config_doc
 from rmcli.cpus import allowed_cpus
 from rmcli.errors import ConfigError
-from rmcli.settings import SETTINGS, resolve
+from rmcli.settings import SETTINGS, Setting, flag_help, resolve
 
 LAYERS = ("flag", "env", "file", "default")
 SOURCE = {"flag": "flag --intra-threads", "env": "env RMCLI_INTRA_THREADS"}
@@ -164,9 +165,18 @@ def test_bad_file_value_names_file_key_and_value():
     fails_with(rmcli("config", "list"), f"{config_file()}: intra_threads='four' is not an integer")
 
 
-def test_bad_flag_value_names_the_flag(tmp_path):
-    done = rmcli("remove", str(EXAMPLES / "animal-1.jpg"), "-o", str(tmp_path), "--intra-threads=x")
-    fails_with(done, "--intra-threads='x' is not an integer")
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--intra-threads=x", "--intra-threads='x' is not an integer"),
+        ("--execution-mode=fast", "--execution-mode='fast' is not one of sequential, parallel"),
+        ("--graph-optimization=max", "--graph-optimization='max' is not one of"),
+        ("--cpu-binding=0-4096", "--cpu-binding='0-4096' names CPUs"),
+    ],
+)
+def test_bad_flag_value_names_the_flag(flag, message, tmp_path):
+    done = rmcli("remove", str(EXAMPLES / "animal-1.jpg"), "-o", str(tmp_path), flag)
+    fails_with(done, message)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -332,10 +342,15 @@ def test_flag_beats_environment_beats_file_in_remove(u2netp_path, tmp_path):
     ok("config", "set", "execution_mode", "parallel")
     env = {"RMCLI_INTRA_THREADS": "2", "RMCLI_EXECUTION_MODE": "sequential"}
     photo = str(EXAMPLES / "animal-1.jpg")
-    done = rmcli("remove", photo, "-o", str(tmp_path), "-v", "--intra-threads=1", env=env)
+    flags = ["--intra-threads=1", "--no-allow-spinning", "--graph-optimization", "basic"]
+    done = rmcli("remove", photo, "-o", str(tmp_path), "-v", *flags, env=env)
     err = done.stderr.decode()
     assert done.returncode == 0, err
     assert "intra_threads = 1 (flag --intra-threads)" in err
+    assert "allow_spinning = false (flag --no-allow-spinning)" in err
+    assert 'graph_optimization = "basic" (flag --graph-optimization)' in err
+    layout = re.search(r"^backend cpu-pinned: (.*)$", err, re.M)
+    assert layout and "'allow_spinning': False" in layout[1], err
     assert 'execution_mode = "sequential" (env RMCLI_EXECUTION_MODE)' in err
     assert (
         f"models_dir = {json.dumps(os.environ['RMCLI_MODELS_DIR'])} (env RMCLI_MODELS_DIR)" in err
@@ -362,3 +377,37 @@ def test_config_commands_do_not_import_onnxruntime():
 def test_resolve_rejects_unknown_flag_keys():
     with pytest.raises(ConfigError, match="did you mean 'intra_threads'"):
         resolve({"intra_thread": 1})
+
+
+# --- the table drives the docs and the flags --------------------------------------------------
+
+
+def test_configuration_doc_is_generated_from_the_table(monkeypatch):
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert text == config_doc.updated(text), (
+        "docs/configuration.md is out of date: run python -m rmcli.config_doc docs/configuration.md"
+    )
+    for key, setting in SETTINGS.items():
+        assert f"| `{key}` |" in text and f"`{setting.env}`" in text
+    assert "tomli-w does not keep comments" in text
+    row = Setting("example_key", str, "", "An example.", "string")
+    monkeypatch.setitem(SETTINGS, "example_key", row)
+    assert config_doc.updated(text) != text  # a new row makes the check above fail
+
+
+def test_remove_flags_are_the_top_layer_with_help_from_the_table():
+    import typer
+
+    from rmcli.cli import remove
+
+    app = typer.Typer()
+    remove.register(app)
+    helps = {p.name: p.help for p in typer.main.get_command(app).params}
+    flags = config_doc.remove_flags()
+    session_keys = [key for key, setting in SETTINGS.items() if setting.session]
+    for key in ("intra_threads", "inter_threads", "cpu_binding", "execution_mode"):
+        assert key in session_keys and helps[key] == flag_help(key)
+        assert flags[key] == "--" + key.replace("_", "-")
+    assert flags["allow_spinning"] == "--allow-spinning/--no-allow-spinning"
+    assert SETTINGS["execution_mode"].help in helps["execution_mode"]
+    assert "RMCLI_INTRA_THREADS, INTRA_OP_NUM_THREADS" in helps["intra_threads"]

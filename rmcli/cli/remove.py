@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
+from rmcli.settings import flag_help
 
 
 def remove(
@@ -24,7 +25,7 @@ def remove(
     recursive: Annotated[
         bool, typer.Option("-r", "--recursive", help="Recurse into folders, keeping structure.")
     ] = False,
-    model: Annotated[str | None, typer.Option(help="Model name (rmcli models list).")] = None,
+    model: Annotated[str | None, typer.Option(help=flag_help("model"))] = None,
     model_path: Annotated[
         str | None, typer.Option(help="Custom ONNX weights file, used instead of --model.")
     ] = None,
@@ -37,15 +38,30 @@ def remove(
     offline: Annotated[
         bool | None, typer.Option("--offline", help="Never download weights.", show_default=False)
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="Execution backend (rmcli backends).")] = None,
-    intra_threads: Annotated[
-        str | None, typer.Option(help="Intra-op threads (integer or auto).")
+    backend: Annotated[str | None, typer.Option(help=flag_help("backend"))] = None,
+    intra_threads: Annotated[str | None, typer.Option(help=flag_help("intra_threads"))] = None,
+    inter_threads: Annotated[int | None, typer.Option(help=flag_help("inter_threads"))] = None,
+    cpu_binding: Annotated[str | None, typer.Option(help=flag_help("cpu_binding"))] = None,
+    execution_mode: Annotated[str | None, typer.Option(help=flag_help("execution_mode"))] = None,
+    allow_spinning: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-spinning/--no-allow-spinning",
+            help=flag_help("allow_spinning"),
+            show_default=False,
+        ),
     ] = None,
-    inter_threads: Annotated[
-        int | None, typer.Option(help="Inter-op threads (parallel mode only).")
+    graph_optimization: Annotated[
+        str | None, typer.Option(help=flag_help("graph_optimization"))
     ] = None,
-    cpu_binding: Annotated[
-        str | None, typer.Option(help="Logical CPUs for intra-op threads, e.g. 0-3,8.")
+    device_id: Annotated[int | None, typer.Option(help=flag_help("device_id"))] = None,
+    strict_device: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-device/--no-strict-device",
+            help=flag_help("strict_device"),
+            show_default=False,
+        ),
     ] = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="Output format: png, webp or jpg.")
@@ -134,6 +150,11 @@ def remove(
         "intra_threads": intra_threads,
         "inter_threads": inter_threads,
         "cpu_binding": cpu_binding,
+        "execution_mode": execution_mode,
+        "allow_spinning": _switch(allow_spinning, "allow-spinning"),
+        "graph_optimization": graph_optimization,
+        "device_id": device_id,
+        "strict_device": _switch(strict_device, "strict-device"),
         "output_format": (fmt, "flag --format"),
         "executor": executor,
         "dask_scheduler": (scheduler, "flag --scheduler"),
@@ -201,6 +222,11 @@ def remove(
         print(summary, file=sys.stderr)
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _switch(value: bool | None, name: str) -> tuple[bool | None, str]:
+    """A --x/--no-x flag's value and the source naming the form that was given."""
+    return value, f"flag --{'' if value else 'no-'}{name}"
 
 
 def _describe(remover, session) -> None:
