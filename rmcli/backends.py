@@ -21,6 +21,9 @@ class Backend:
 
     name: str = ""
     summary: str = ""
+    #: True when the backend still runs (on the CPU, with a warning) while ``availability()``
+    #: says its device cannot be used; False makes building a session fail with the reason.
+    cpu_fallback: bool = False
 
     def availability(self) -> tuple[bool, str]:
         """Whether this backend can run here, and why (or why not), in a few words."""
@@ -39,6 +42,14 @@ class Backend:
     def describe(self, settings: Settings) -> dict[str, Any]:
         """The effective layout (threads, cores, spinning...) for ``-v`` and benchmarks."""
         return {}
+
+    def pin_calling_thread(self, settings: Settings) -> list[int] | None:
+        """Pin the thread that will call ``run`` once its sessions exist; the CPUs, or None.
+
+        The CLI calls it after building its session. A library never pins its caller's
+        thread by itself: Python users call this explicitly if they want it.
+        """
+        return None
 
 
 GRAPH_LEVELS = {

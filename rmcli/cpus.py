@@ -15,21 +15,47 @@ def allowed_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs granted by the cgroup quota (``cpu.max`` or v1 CFS), or None when unlimited."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path | None = None) -> float | None:
+    """CPUs granted by the cgroup quota, or None when unlimited.
+
+    cgroup v2: the smallest ``cpu.max`` of this process's cgroup and its parents; cgroup v1:
+    ``cpu.cfs_quota_us / cpu.cfs_period_us``. ORT ignores the quota when it picks threads.
+    """
+    root = CGROUP_ROOT if root is None else root
+    limits = []
+    folder = root / _own_cgroup()
+    while True:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                limits.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
     try:
         quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
         period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return quota / period if quota > 0 and period > 0 else None
+        if quota > 0 and period > 0:
+            limits.append(quota / period)
     except (OSError, ValueError):
-        return None
+        pass
+    return min(limits) if limits else None
+
+
+def _own_cgroup() -> str:
+    """This process's cgroup v2 path, relative ('' at the root or when unknown)."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return ""
 
 
 def usable_cpu_count() -> int:
@@ -59,3 +85,64 @@ def parse_cpu_list(text: str) -> list[int]:
     if len(set(cpus)) != len(cpus):
         raise ValueError("names a CPU twice")
     return cpus
+
+
+AFFINITY_ENTRY = "session.intra_op_thread_affinities"
+
+
+def split_binding(cpus: list[int], threads: int) -> list[list[int]]:
+    """Share ``cpus`` among ``threads`` threads in contiguous groups, first groups larger.
+
+    ``split_binding([0, 1, 2, 3], 2) == [[0, 1], [2, 3]]``. Needs ``threads <= len(cpus)``.
+    """
+    size, extra = divmod(len(cpus), threads)
+    groups, start = [], 0
+    for index in range(threads):
+        end = start + size + (1 if index < extra else 0)
+        groups.append(cpus[start:end])
+        start = end
+    return groups
+
+
+def affinity_entry(worker_groups: list[list[int]]) -> str:
+    """ONNX Runtime's intra-op affinity string: one group per worker, 1-based CPU ids.
+
+    ``affinity_entry([[1], [2, 3]]) == "2;3,4"``. The calling thread is never listed:
+    ORT does not pin it.
+    """
+    return ";".join(",".join(str(cpu + 1) for cpu in group) for group in worker_groups)
+
+
+def check_affinity_entry(text: str, intra_threads: int, allowed: list[int]) -> list[list[int]]:
+    """Validate an affinity string and return its groups as 0-based CPU lists.
+
+    ONNX Runtime reports a bad string with a misleading "EP Error ... falling back" message,
+    so check it first: exactly ``intra_threads - 1`` groups separated by ``;``, each a comma list
+    of 1-based CPU ids or ``a-b`` ranges, every CPU one this process may use.
+    A ValueError says what is wrong.
+    """
+    groups = text.split(";")
+    if intra_threads < 2:
+        raise ValueError(f"needs intra_op_num_threads >= 2 (it is {intra_threads})")
+    if len(groups) != intra_threads - 1:
+        raise ValueError(
+            f"has {len(groups)} group(s) but intra_op_num_threads={intra_threads} needs "
+            f"{intra_threads - 1} (one per worker; the calling thread is not listed)"
+        )
+    result = []
+    for group in groups:
+        try:
+            ids = parse_cpu_list(group)
+        except ValueError as exc:
+            raise ValueError(f"group {group!r} {exc}") from None
+        if 0 in ids:
+            raise ValueError(f"group {group!r} has CPU id 0 (ids are 1-based: CPU 0 is '1')")
+        cpus = [i - 1 for i in ids]
+        outside = sorted(set(cpus) - set(allowed))
+        if outside:
+            raise ValueError(
+                f"group {group!r} names CPUs {outside} (0-based) outside the ones this process "
+                f"may use: {allowed}"
+            )
+        result.append(cpus)
+    return result

@@ -23,6 +23,7 @@ ENTRY_POINT_GROUP = "rmcli"
 
 BUILTIN_PLUGINS = (
     "rmcli.builtins.cpu_pinned",
+    "rmcli.builtins.cuda_hybrid",
     "rmcli.builtins.openmp_env",
     "rmcli.builtins.u2net_models",
     "rmcli.builtins.isnet_models",

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rmcli import threadpool
+from rmcli.cpus import AFFINITY_ENTRY, allowed_cpus, check_affinity_entry
 from rmcli.errors import BackendError, ModelError
 from rmcli.plugins import call_each
 from rmcli.settings import Settings
@@ -86,7 +88,7 @@ def _note(message: str) -> None:
 def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedSession:
     """Build a new session: backend options and providers, then ``adjust_session`` hooks."""
     ok, reason = backend.availability()
-    if not ok:
+    if not ok and not backend.cpu_fallback:
         raise BackendError(f"backend {backend.name!r} is not available: {reason}")
     weights_path = store_for(settings).ensure(model.weights, progress=_note, model_name=model.name)
     plan = SessionPlan(
@@ -98,12 +100,18 @@ def build_session(model: Model, backend: Backend, settings: Settings) -> LoadedS
         providers=list(backend.providers(settings)),
     )
     call_each("adjust_session", plan=plan)
+    check_thread_options(plan.options)
+    threadpool.apply(plan.options, bool(settings.get("shared_threadpool")))
     import onnxruntime as ort
 
     started = time.perf_counter()
     try:
+        # enable_fallback=0: no silent CPU retry printed on stdout; a failure is reported here
         session = ort.InferenceSession(
-            str(plan.weights_path), sess_options=plan.options, providers=plan.providers
+            str(plan.weights_path),
+            sess_options=plan.options,
+            providers=plan.providers,
+            enable_fallback=0,
         )
     except Exception as exc:
         reason = " ".join(str(exc).split())  # one line, whatever ORT says
@@ -127,3 +135,19 @@ def _check_input(model: Model, path: Path, session: Any) -> None:
             f"{path}: the network takes input {shape} but model {model.name!r} "
             f"({model.family} family) feeds [1, 3, {height}, {width}]"
         )
+
+
+def check_thread_options(options: Any) -> None:
+    """Refuse thread settings ONNX Runtime would mangle: a malformed affinity entry.
+
+    ORT answers a bad ``session.intra_op_thread_affinities`` with a misleading "EP Error"
+    or a per-thread error after the fact; a :class:`BackendError` names the problem instead.
+    """
+    try:
+        text = options.get_session_config_entry(AFFINITY_ENTRY)
+    except RuntimeError:  # entry not set
+        return
+    try:
+        check_affinity_entry(text, options.intra_op_num_threads, allowed_cpus())
+    except ValueError as exc:
+        raise BackendError(f"session option {AFFINITY_ENTRY}={text!r} {exc}") from None

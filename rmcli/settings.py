@@ -239,6 +239,13 @@ SETTINGS: dict[str, Setting] = {
             session=True,
         ),
         _setting(
+            "shared_threadpool",
+            _parse_bool,
+            False,
+            "All sessions of the process share one ONNX Runtime thread pool (sized once).",
+            session=True,
+        ),
+        _setting(
             "graph_optimization",
             _parse_str,
             "all",
@@ -344,6 +351,14 @@ SETTINGS: dict[str, Setting] = {
         ),
         _setting(
             "device_id", _parse_int, 0, "GPU device for cuda-hybrid.", minimum=0, session=True
+        ),
+        _setting(
+            "gpu_mem_limit",
+            _parse_int,
+            0,
+            "GPU memory arena limit for cuda-hybrid, in MiB (0: no limit).",
+            minimum=0,
+            session=True,
         ),
         _setting(
             "strict_device",

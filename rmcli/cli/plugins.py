@@ -41,7 +41,9 @@ def backends(as_json: JsonFlag = False) -> None:
                 "available": ok,
                 "reason": reason,
                 "providers": providers,
+                "origin": _origin(backend),
                 "summary": backend.summary,
+                "default": name == settings["backend"],
             }
         )
     if as_json:
@@ -49,8 +51,22 @@ def backends(as_json: JsonFlag = False) -> None:
         return
     for row in rows:
         state = "available" if row["available"] else "unavailable"
-        typer.echo(f"{row['name']:<14} {state}: {row['reason']}")
-        typer.echo(f"{'':<14} {row['summary']}; providers: {', '.join(row['providers'])}")
+        mark = " (selected)" if row["default"] else ""
+        typer.echo(f"{row['name']}{mark} [{row['origin']}] {state}: {row['reason']}")
+        typer.echo(f"    {row['summary']}")
+        typer.echo(f"    providers: {', '.join(row['providers'])}")
+
+
+def _origin(backend) -> str:
+    """'built-in', or 'installed: <distribution>' for a backend from a third-party package."""
+    from importlib import metadata
+
+    module = type(backend).__module__
+    if module == "rmcli" or module.startswith("rmcli."):
+        return "built-in"
+    top = module.split(".")[0]
+    dists = metadata.packages_distributions().get(top, [])
+    return f"installed: {', '.join(dists)}" if dists else f"installed: {top}"
 
 
 def register(app: typer.Typer) -> None:

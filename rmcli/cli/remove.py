@@ -197,6 +197,11 @@ def remove(
         session = remover.session
     if verbose:
         _describe(remover, session)
+    pinned = None
+    if session is not None:  # only now: ORT workers must not inherit the caller's mask
+        pinned = remover.backend.pin_calling_thread(settings)
+    if verbose and pinned:
+        print(f"calling thread pinned to CPUs {pinned}", file=sys.stderr)
     progress = _Progress(len(jobs))
     failed = done = 0
     stop = threading.Event()
