@@ -65,7 +65,7 @@ def _origin(backend) -> str:
     if module == "rmcli" or module.startswith("rmcli."):
         return "built-in"
     top = module.split(".")[0]
-    dists = metadata.packages_distributions().get(top, [])
+    dists = list(dict.fromkeys(metadata.packages_distributions().get(top, [])))
     return f"installed: {', '.join(dists)}" if dists else f"installed: {top}"
 
 
