@@ -51,10 +51,19 @@ def remove(
             show_default=False,
         ),
     ] = None,
+    shared_threadpool: Annotated[
+        bool | None,
+        typer.Option(
+            "--shared-threadpool/--no-shared-threadpool",
+            help=flag_help("shared_threadpool"),
+            show_default=False,
+        ),
+    ] = None,
     graph_optimization: Annotated[
         str | None, typer.Option(help=flag_help("graph_optimization"))
     ] = None,
     device_id: Annotated[int | None, typer.Option(help=flag_help("device_id"))] = None,
+    gpu_mem_limit: Annotated[int | None, typer.Option(help=flag_help("gpu_mem_limit"))] = None,
     strict_device: Annotated[
         bool | None,
         typer.Option(
@@ -152,8 +161,10 @@ def remove(
         "cpu_binding": cpu_binding,
         "execution_mode": execution_mode,
         "allow_spinning": _switch(allow_spinning, "allow-spinning"),
+        "shared_threadpool": _switch(shared_threadpool, "shared-threadpool"),
         "graph_optimization": graph_optimization,
         "device_id": device_id,
+        "gpu_mem_limit": gpu_mem_limit,
         "strict_device": _switch(strict_device, "strict-device"),
         "output_format": (fmt, "flag --format"),
         "executor": executor,
