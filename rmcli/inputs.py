@@ -53,7 +53,7 @@ def expand(args: list[str], recursive: bool = False) -> list[tuple[str, Any, Any
             found.append((arg, path, None))
         else:
             matches = sorted(glob.glob(arg, recursive=True))
-            files = [Path(m) for m in matches if Path(m).is_file()]
+            files = [Path(m) for m in matches if not Path(m).is_dir()]  # FIFOs get reported
             if not files:
                 found.append((arg, path, None))
             found.extend((str(p), p, None) for p in files)

@@ -123,3 +123,13 @@ def test_an_output_never_overwrites_any_input(tmp_path):
     )
     assert errors["a.png"] == f"output {tmp_path / 'a.png'} would overwrite the input"
     assert errors["b.jpg"] is None
+
+
+def test_folder_scans_and_globs_keep_fifos_and_broken_links_so_they_are_reported(tmp_path):
+    folder = tmp_path / "in"
+    build_invalid(folder, MAX_PIXELS)
+    (folder / "sub.jpg").mkdir()  # a folder named like an image is not an input
+    for args in ([str(folder)], [str(folder / "*")]):
+        names = {job.source.name for job in plan_jobs(args, tmp_path / "out", "png")}
+        assert {"fifo.jpg", "dangling.png", "empty.jpg"} <= names
+        assert "sub.jpg" not in names
