@@ -69,6 +69,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     settings = settings_for(request)
     remover = Remover(settings=settings)
     session = remover.session
+    caller_cpus = remover.backend.pin_calling_thread(settings)  # as rmcli remove does
     images = [remover.load(path) for path in request["images"]]
     for image in images[: max(0, request.get("warmup", 1))]:
         remover.mask_of(image)
@@ -99,6 +100,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "intra_threads": options.intra_op_num_threads,  # 0: ONNX Runtime's default
         "inter_threads": options.inter_op_num_threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "caller_cpus": caller_cpus,
         "settings": {
             key: {"value": settings[key], "source": settings.source(key)}
             for key, setting in SETTINGS.items()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,14 +161,31 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         removers[id(candidate)] = remover
         pool.append(candidate)
 
-    def time_one(candidate: Candidate, i: int) -> float:
-        image = images[i % len(images)]
+    # Like rmcli remove, a bound layout pins the thread that calls run() once sessions exist:
+    # each bound candidate gets its own pinned calling thread, the main thread stays free.
+    callers: dict[int, ThreadPoolExecutor] = {}
+    for candidate in pool:
+        if candidate.values["cpu_binding"]:
+            remover = removers[id(candidate)]
+            callers[id(candidate)] = caller = ThreadPoolExecutor(max_workers=1)
+            caller.submit(remover.backend.pin_calling_thread, remover.settings).result()
+
+    def timed(remover: Remover, image: Any) -> float:
         began = time.perf_counter()
-        removers[id(candidate)].mask_of(image)
+        remover.mask_of(image)
         return time.perf_counter() - began
 
+    def time_one(candidate: Candidate, i: int) -> float:
+        remover, image = removers[id(candidate)], images[i % len(images)]
+        caller = callers.get(id(candidate))
+        return caller.submit(timed, remover, image).result() if caller else timed(remover, image)
+
     budget = request["budget"] - (time.monotonic() - started)
-    board = successive_halving(pool, time_one, budget)
+    try:
+        board = successive_halving(pool, time_one, budget)
+    finally:
+        for caller in callers.values():
+            caller.shutdown()
     return {
         "model": base["model"],
         "seconds": time.monotonic() - started,

@@ -7,7 +7,7 @@ import os
 
 from conftest import EXAMPLES, rmcli
 
-from rmcli.cpus import usable_cpu_count
+from rmcli.cpus import allowed_cpus, usable_cpu_count
 
 IMAGE = str(EXAMPLES / "car-1.jpg")
 COLUMNS = {
@@ -61,22 +61,14 @@ def test_default_table_reproduces_the_four_configurations(u2netp_path):
     assert rows[0]["speedup_vs_first"] == 1.0
 
 
-def test_one_backend_with_a_set_value_as_markdown(u2netp_path):
-    done = rmcli(
-        "bench",
-        IMAGE,
-        "--backend",
-        "cpu-pinned",
-        "--set",
-        "intra_threads=1",
-        "-n",
-        "1",
-        "--markdown",
-    )
+def test_one_backend_with_set_values_as_markdown(u2netp_path):
+    cpu = str(allowed_cpus()[0])
+    sets = ["--set", "intra_threads=1", "--set", f"cpu_binding={cpu}"]  # caller pinned, as remove
+    done = rmcli("bench", IMAGE, "--backend", "cpu-pinned", *sets, "-n", "1", "--markdown")
     assert done.returncode == 0, done.stderr.decode()
     lines = done.stdout.decode().strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("|") for line in lines)
-    assert "| cpu-pinned | 1/1 |" in lines[2]
+    assert lines[2].startswith("| cpu-pinned | 1/1 |")
 
 
 def test_bad_backend_or_setting_is_one_line_and_exit_2():
