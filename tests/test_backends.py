@@ -305,6 +305,28 @@ def test_shared_pool_options_and_mixing_is_refused(u2netp_path):
     assert "set shared_threadpool=true for every session" in found["error"]
 
 
+def test_shared_pool_is_sized_once_and_a_different_size_is_one_warning(u2netp_path):
+    code = """
+    import os
+    import onnxruntime
+    from rmcli import Remover
+    before = len(os.listdir("/proc/self/task"))
+    Remover(shared_threadpool=True, intra_threads=2).session
+    Remover(shared_threadpool=True, intra_threads=1).session
+    print(len(os.listdir("/proc/self/task")) - before)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]  # one worker: the pool of the first session
+    warnings = [line for line in done.stderr.splitlines() if "shared thread pool" in line]
+    assert warnings == [
+        "rmcli: warning: the shared thread pool already has 2 intra-op and 1 inter-op threads; "
+        "this session asked for 1/1 and shares it"
+    ]
+
+
 # --- cuda-hybrid ------------------------------------------------------------------------
 
 
