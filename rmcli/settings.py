@@ -417,10 +417,10 @@ def format_value(value: Any) -> str:
         return "(unset)"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
+    if isinstance(value, str | list | dict):
         import json
 
-        return json.dumps(value)
+        return json.dumps(value, default=str)
     return str(value)
 
 

@@ -77,8 +77,9 @@ def test_list_sources_names_each_layer():
     assert rows["intra_threads"] == {"value": 2, "source": "env RMCLI_INTRA_THREADS"}
     assert rows["execution_mode"] == {"value": "parallel", "source": f"file {config_file()}"}
     assert set(SETTINGS) <= set(rows)
-    defaults = [k for k in rows if k not in {"intra_threads", "execution_mode", "models_dir"}]
-    assert all(rows[k]["source"] == "default" for k in defaults)
+    set_here = {"intra_threads", "execution_mode"}  # conftest sets a few RMCLI_* too
+    untouched = [k for k in SETTINGS if k not in set_here and SETTINGS[k].env_override() is None]
+    assert untouched and all(rows[k]["source"] == "default" for k in untouched)
     text = ok("config", "list", "--sources", env={"RMCLI_INTRA_THREADS": "2"})
     assert "intra_threads = 2 (env RMCLI_INTRA_THREADS)\n" in text
     assert f'execution_mode = "parallel" (file {config_file()})\n' in text
@@ -248,6 +249,9 @@ def test_set_keeps_plugin_tables_and_plugins_read_them():
     assert (data["model"], data["png_compression"]) == ("u2netp", 4)
     assert resolve().plugin("acme") == {"level": 3, "modes": ["a", "b"]}
     assert ok("config", "get", "plugins.acme.level") == "3\n"
+    listed = ok("config", "list", "--sources")
+    assert f"plugins.acme.level = 3 (file {config_file()})\n" in listed
+    assert json.loads(ok("config", "list", "--json"))["plugins.acme.modes"] == ["a", "b"]
     ok("config", "unset", "plugins.other.enabled")
     assert "other" not in tomllib.loads(config_file().read_text())["plugins"]
 

@@ -111,22 +111,23 @@ def list_(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Every setting with its effective value (and, with --sources, its layer)."""
-    from rmcli.settings import format_value, resolve
+    """Every setting with its effective value (and, with --sources, its layer).
+
+    Options of [plugins.<name>] tables follow, as plugins.<name>.<option>.
+    """
+    from rmcli.settings import config_path, format_value, resolve
 
     settings = resolve()
+    found = [(key, settings[key], settings.source(key)) for key in settings]
+    for name, table in settings.plugins.items():
+        found += [(f"plugins.{name}.{k}", v, f"file {config_path()}") for k, v in table.items()]
     if as_json:
-        if sources:
-            rows: dict[str, Any] = {
-                key: {"value": settings[key], "source": settings.source(key)} for key in settings
-            }
-        else:
-            rows = dict(settings)
-        typer.echo(json.dumps(rows, indent=2))
+        rows = {k: {"value": v, "source": s} if sources else v for k, v, s in found}
+        typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    for key in settings:
-        line = f"{key} = {format_value(settings[key])}"
-        typer.echo(f"{line} ({settings.source(key)})" if sources else line)
+    for key, value, source in found:
+        line = f"{key} = {format_value(value)}"
+        typer.echo(f"{line} ({source})" if sources else line)
 
 
 def register(app: typer.Typer) -> None:
