@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import rmcli
+from conftest import EXAMPLES, rmcli
 
 from rmcli.batch import Result
 from rmcli.errors import UsageError
@@ -47,3 +47,15 @@ def test_an_interrupted_run_still_reports_every_finished_result():
     results = [Result(Job(f"in{i}", None, None)) for i in range(4)]
     finished = [(3, results[3]), (1, results[1])]  # 0 and 2 never started
     assert list(in_input_order(finished)) == [results[1], results[3]]
+
+
+def test_a_bad_scheduler_address_is_one_line_and_exit_2(tmp_path):
+    done = rmcli(
+        "remove", str(EXAMPLES / "car-1.jpg"), "-o", str(tmp_path), "--executor", "dask",
+        "--scheduler", "nope://host",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.decode().startswith(
+        "rmcli: error: cannot reach the Dask scheduler 'nope://host' (flag --scheduler): "
+    )
+    assert "Traceback" not in done.stderr.decode()

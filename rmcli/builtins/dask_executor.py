@@ -166,7 +166,7 @@ def connect(settings: Settings) -> Iterator[Any]:
 
 def settings_for_worker(settings: Settings, nthreads: int) -> Settings:
     """The client's settings, with ``intra_threads`` sized to this worker if left unset."""
-    if settings["intra_threads"] in (None, "auto"):
+    if settings["intra_threads"] is None:  # an explicit number or "auto" is kept
         return settings.with_values(f"dask worker nthreads={nthreads}", intra_threads=nthreads)
     return settings
 
