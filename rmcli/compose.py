@@ -108,9 +108,15 @@ def check_options(options: ComposeOptions) -> None:
 
 
 def compose(
-    image: Image.Image, mask: Image.Image, options: ComposeOptions, fmt: str = "png"
+    image: Image.Image,
+    mask: Image.Image,
+    options: ComposeOptions,
+    fmt: str = "png",
+    in_place: bool = False,
 ) -> Image.Image:
     """The image to write for ``image`` (upright, 8-bit) and its model ``mask`` ("L").
+
+    ``in_place=True`` lets the cut-out reuse ``image`` (the caller no longer needs it).
 
     Order: post-process mask, matting or cut-out, crop, background, JPEG flattening.
     ICC profile and EXIF (orientation 1) of ``image`` are put in the result's ``info``.
@@ -132,7 +138,7 @@ def compose(
 
         result = matte_cutout(image, mask, options)
     else:
-        result = cutout(image, mask, premultiplied=options.premultiplied)
+        result = cutout(image, mask, premultiplied=options.premultiplied, in_place=in_place)
     if options.crop:
         box = crop_box(result.getchannel("A"), options.crop_threshold, options.crop_margin)
         result = result.crop(box)

@@ -42,10 +42,14 @@ def has_alpha(image: Image.Image) -> bool:
     return "A" in image.getbands() or "transparency" in image.info
 
 
-def cutout(image: Image.Image, mask: Image.Image, premultiplied: bool = False) -> Image.Image:
+def cutout(
+    image: Image.Image, mask: Image.Image, premultiplied: bool = False, in_place: bool = False
+) -> Image.Image:
     """RGBA with straight colour; alpha = mask (times any source alpha).
 
     ``premultiplied=True`` gives rembg's byte-identical cut-out (colour scaled by alpha).
+    ``in_place=True`` attaches the mask to ``image`` itself when it is RGB (no copy; Pillow
+    stores RGB with room for alpha), for callers that own the image.
     """
     from PIL import Image, ImageChops
 
@@ -56,22 +60,34 @@ def cutout(image: Image.Image, mask: Image.Image, premultiplied: bool = False) -
         out = image.convert("RGBA")
         out.putalpha(ImageChops.multiply(out.getchannel("A"), mask))
         return out
-    out = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    if image.mode != "RGB":
+        out = image.convert("RGB")
+    else:
+        out = image if in_place else image.copy()
     out.putalpha(mask)
     return out
 
 
-def encode(image: Image.Image, fmt: str, png_compression: int = 1) -> bytes:
+def encode(image: Image.Image, fmt: str, png_compression: int = 1, threads: int = 1) -> bytes:
     """Encode ``image`` as ``fmt`` (png, webp or jpg)."""
     buffer = io.BytesIO()
-    save_to(image, buffer, fmt, png_compression)
+    save_to(image, buffer, fmt, png_compression, threads)
     return buffer.getvalue()
 
 
-def save_to(image: Image.Image, target: Any, fmt: str, png_compression: int = 1) -> None:
-    """Encode to ``target``, with the ICC profile and EXIF found in ``image.info``."""
+def save_to(
+    image: Image.Image, target: Any, fmt: str, png_compression: int = 1, threads: int = 1
+) -> None:
+    """Encode to ``target``, with the ICC profile and EXIF found in ``image.info``.
+
+    PNG goes through :mod:`rmcli.png` (faster, multi-threaded) for the modes it writes.
+    """
+    from rmcli import png
+
     meta = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
-    if fmt == "png":
+    if fmt == "png" and png.supports(image):
+        png.write_png(image, target, png_compression, threads, **meta)
+    elif fmt == "png":
         image.save(target, format="PNG", compress_level=png_compression, **meta)
     elif fmt == "webp":
         image.save(target, format="WEBP", lossless=True, **meta)
@@ -82,13 +98,15 @@ def save_to(image: Image.Image, target: Any, fmt: str, png_compression: int = 1)
         raise ValueError(f"unknown output format {fmt!r}")
 
 
-def write_image(image: Image.Image, path: Path | str, fmt: str, png_compression: int = 1) -> None:
+def write_image(
+    image: Image.Image, path: Path | str, fmt: str, png_compression: int = 1, threads: int = 1
+) -> None:
     """Write ``image`` to ``path`` (or a storage URL) atomically, creating its folder."""
     from rmcli import storage
 
     if storage.is_url(path):
-        storage.write_bytes(path, encode(image, fmt, png_compression))
+        storage.write_bytes(path, encode(image, fmt, png_compression, threads))
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        save_to(image, handle, fmt, png_compression)
+        save_to(image, handle, fmt, png_compression, threads)

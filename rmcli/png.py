@@ -30,10 +30,18 @@ def supports(image: Image.Image) -> bool:
     return image.mode in COLOUR_TYPES
 
 
-def write_png(image: Image.Image, out: BinaryIO, level: int = 1, threads: int = 1) -> None:
+def write_png(
+    image: Image.Image,
+    out: BinaryIO,
+    level: int = 1,
+    threads: int = 1,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> None:
     """Write ``image`` (mode L, LA, RGB or RGBA) to ``out`` as PNG at zlib ``level`` 0-9.
 
-    ``threads`` horizontal strips are filtered and compressed at the same time.
+    ``threads`` horizontal strips are filtered and compressed at the same time. An ICC
+    profile and EXIF data are written as iCCP and eXIf chunks, as Pillow writes them.
     """
     colour_type, channels = COLOUR_TYPES[image.mode]
     width, height = image.size
@@ -50,6 +58,10 @@ def write_png(image: Image.Image, out: BinaryIO, level: int = 1, threads: int = 
         checksum = _adler32_combine(checksum, adler, length)
     out.write(SIGNATURE)
     _chunk(out, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
+    if icc_profile:
+        _chunk(out, b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile))
+    if exif:
+        _chunk(out, b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
     _chunk(out, b"IDAT", b"\x78\x01")  # zlib header; the stream runs on across IDAT chunks
     for blocks, _, _ in parts:
         for block in blocks:

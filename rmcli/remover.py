@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rmcli.families import model_for
 from rmcli.imaging import ImageSource, load_image
 from rmcli.monitor import Recorder, SessionStats
+from rmcli.pipeline import Clock, untimed
 from rmcli.plugins import get_backend
 from rmcli.session import LoadedSession, get_session
 from rmcli.settings import Settings, resolve
@@ -75,12 +76,19 @@ class Remover:
         """``image`` decoded and upright, refused over the ``max_pixels`` setting."""
         return load_image(image, max_pixels=self.settings["max_pixels"])
 
-    def mask_of(self, image: Image.Image) -> Image.Image:
-        """The mask of an already loaded, upright PIL image."""
+    def mask_of(self, image: Image.Image, clock: Clock = untimed) -> Image.Image:
+        """The mask of an already loaded, upright PIL image.
+
+        ``clock(stage)`` wraps the preprocess, inference and postprocess stages.
+        """
         session = self.session
         with self._recorder.measure():
-            outputs = session.run(self.model.preprocess(image))
-            return self.model.to_mask(outputs, image.size)
+            with clock("preprocess"):
+                tensor = self.model.preprocess(image)
+            with clock("inference"):
+                outputs = session.run(tensor)
+            with clock("postprocess"):
+                return self.model.to_mask(outputs, image.size)
 
     def stats(self) -> SessionStats:
         """Records of the masks computed so far: count, mean/median/p90 latency, CPU time."""

@@ -257,6 +257,14 @@ SETTINGS: dict[str, Setting] = {
             "executor", _parse_str, "local", "Where batches run: local, dask (rmcli[dask]), ..."
         ),
         _setting(
+            "inflight",
+            _parse_int,
+            2,
+            "Images in flight at once in a local batch (each image's encoding gets "
+            "cores / inflight threads); 1: one image after another.",
+            minimum=1,
+        ),
+        _setting(
             "dask_scheduler",
             _parse_str,
             "",

@@ -133,6 +133,13 @@ def remove(
         bool | None,
         typer.Option("--skip-existing", help="Leave inputs whose output already exists."),
     ] = None,
+    inflight: Annotated[
+        int | None, typer.Option(help="Images in flight at once (local executor).")
+    ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", help="Print time per stage, wall time, images/s and peak memory."),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Print effective settings and backend layout.")
     ] = False,
@@ -148,7 +155,9 @@ def remove(
     from rmcli.plugins import get_executor
     from rmcli.remover import Remover
     from rmcli.settings import resolve
+    from rmcli.stats import BatchStats, collecting
 
+    timing = BatchStats()
     flags = {
         "model": model,
         "model_path": model_path,
@@ -178,6 +187,7 @@ def remove(
         "alpha_matting_erode_size": matting_erode,
         "post_process_mask": post_process_mask,
         "skip_existing": skip_existing,
+        "inflight": inflight,
     }
     settings = resolve(flags)
     quiet_pillow_warnings()  # bad inputs are reported one line each, by rmcli
@@ -216,11 +226,12 @@ def remove(
     progress = _Progress(len(jobs))
     failed = done = 0
     stop = threading.Event()
-    with stop_on_interrupt(stop):
+    with stop_on_interrupt(stop), collecting(timing):
         # progress moves as results finish; paths and errors are printed in input order
         finished = runner.run(remover, jobs, options, stop)
         for result in in_input_order(finished, on_done=lambda r: progress.step(r.job.label)):
             done += 1
+            timing.count(failed=result.error is not None)
             if result.error:
                 failed += 1
                 progress.clear()
@@ -229,6 +240,9 @@ def remove(
                 progress.clear()
                 typer.echo(str(result.job.output))
     progress.clear()
+    if stats:
+        for line in timing.report().lines():
+            print(line, file=sys.stderr)
     skip_note = f", {skipped} skipped (output exists)" if skipped else ""
     summary = f"{done - failed} written{skip_note}, {failed} failed"
     if done < len(jobs):

@@ -1,0 +1,118 @@
+"""The local batch runner: several images in flight around one shared session.
+
+Each image is handled from start to end by :func:`rmcli.batch.process` on one of ``inflight``
+worker threads, so while one image is in inference the others are being decoded,
+pre-processed, post-processed or encoded (Pillow, numpy, zlib and ONNX Runtime release the
+GIL). Inference itself runs one image at a time on all the session's threads: on this kind of
+machine two concurrent runs are no faster than one after the other, and each run in flight
+costs the model's whole activation memory again (u2netp: about 280 MB).
+
+Memory stays flat on any batch size: at most ``inflight`` images are decoded at once, and
+jobs are taken from the input only a few at a time. Results come out in input order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING
+
+from rmcli.errors import InputError
+
+if TYPE_CHECKING:
+    from rmcli.batch import OutputOptions, Result
+    from rmcli.inputs import Job
+    from rmcli.remover import Remover
+
+Clock = Callable[[str], AbstractContextManager]
+LOOKAHEAD = 2  # jobs queued per worker: a slow image does not leave the other workers idle
+
+
+def untimed(stage: str) -> AbstractContextManager:
+    """The clock that times nothing."""
+    return nullcontext()
+
+
+def gated(clock: Clock, gates: dict[str, threading.Semaphore]) -> Clock:
+    """``clock`` that also holds the stage's gate (if it has one) while a stage runs.
+
+    Waiting for the gate is not counted in the stage's time.
+    """
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        gate = gates.get(name)
+        if gate is None:
+            with clock(name):
+                yield
+            return
+        with gate, clock(name):
+            yield
+
+    return stage
+
+
+def run_pipelined(
+    remover: Remover,
+    jobs: Iterable[Job],
+    options: OutputOptions,
+    stop: threading.Event | None = None,
+    *,
+    inflight: int = 2,
+    clock: Clock = untimed,
+) -> Iterator[Result]:
+    """Process ``jobs`` with ``inflight`` images at a time; yield their results in input order.
+
+    Once ``stop`` is set no further job is started; the ones already started finish.
+    """
+    from rmcli.batch import Result, process
+
+    gates = {"inference": threading.Semaphore(1)}
+    timed = gated(clock, gates)
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
+    def one(job: Job) -> Result | None:
+        if stopped():
+            return None  # never started
+        try:
+            process(remover, job, options, timed)
+        except InputError as exc:
+            return Result(job, str(exc))
+        return Result(job)
+
+    if inflight <= 1:  # one image at a time, in this thread
+        for job in jobs:
+            result = one(job)
+            if result is None:
+                return
+            yield result
+        return
+
+    remaining = iter(jobs)
+    pending: deque[Future[Result | None]] = deque()
+    pool = ThreadPoolExecutor(inflight, thread_name_prefix="rmcli-image")
+
+    def top_up() -> None:
+        while len(pending) < inflight * LOOKAHEAD and not stopped():
+            job = next(remaining, None)
+            if job is None:
+                return
+            pending.append(pool.submit(one, job))
+
+    try:
+        top_up()
+        while pending:
+            result = pending.popleft().result()
+            if result is None:  # stopped before it started: so were all after it
+                return
+            top_up()
+            yield result
+    finally:
+        for queued in pending:
+            queued.cancel()
+        pool.shutdown(wait=False)
