@@ -181,3 +181,20 @@ def test_png_writer_handles_tiny_images():
         write_png(image, buffer, 1, threads=4)
         buffer.seek(0)
         assert Image.open(buffer).tobytes() == image.tobytes()
+
+
+def test_png_writer_keeps_icc_profile_and_exif():
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "rmcli-camera"  # Make
+    image = Image.new("RGBA", (40, 30), (200, 100, 50, 128))
+    buffer = io.BytesIO()
+    write_png(image, buffer, 1, 2, icc_profile=icc, exif=exif.tobytes())
+    buffer.seek(0)
+    back = Image.open(buffer)
+    back.load()
+    assert back.info["icc_profile"] == icc
+    assert back.getexif()[0x010F] == "rmcli-camera"
+    assert back.tobytes() == image.tobytes()
