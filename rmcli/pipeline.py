@@ -107,9 +107,15 @@ def run_pipelined(
     try:
         top_up()
         while pending:
-            result = pending.popleft().result()
-            if result is None:  # stopped before it started: so were all after it
-                return
+            future = pending.popleft()
+            if stopped():  # jobs not picked up yet never start; started ones still finish
+                for queued in pending:
+                    queued.cancel()
+            if future.cancelled():
+                continue
+            result = future.result()
+            if result is None:  # stopped before it started
+                continue
             top_up()
             yield result
     finally:
