@@ -71,7 +71,12 @@ def test_sigint_finishes_the_current_image_stops_with_130_and_skip_existing_resu
     process = _start(tmp_path)
     first = process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    rest, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    # read the rest through the same buffered pipes: readline() may have buffered more lines
+    # (images finish close together in the pipeline), which communicate() would skip
+    rest, stderr = process.stdout.read(), process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
     assert process.returncode == 130, stderr
     printed = [first.strip(), *rest.split()]
     visible = _check_outputs(tmp_path / "out", stems)
