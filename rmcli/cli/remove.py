@@ -266,8 +266,13 @@ def _describe(remover, session) -> None:
     for line in settings.lines():
         print(f"  {line}", file=err)
     print(f"backend {remover.backend.name}: {remover.backend.describe(settings)}", file=err)
-    if session is None:
-        return  # the session is built on the workers
+    if session is None:  # built on the workers, with intra_threads (if unset) = their nthreads
+        print(
+            f"executor {settings['executor']}: sessions are built on the workers (the layout "
+            "above is this machine's; an unset intra_threads becomes each worker's nthreads)",
+            file=err,
+        )
+        return
     print(f"model {remover.model.name}: {session.plan.weights_path}", file=err)
     print(f"active providers: {', '.join(session.active_providers)}", file=err)
     print(f"session created in {session.seconds_to_create:.3f} s", file=err)
