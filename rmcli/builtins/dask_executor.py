@@ -179,6 +179,8 @@ def run_chunk(
     Writes are atomic and deterministic, so a chunk that Dask runs again after a worker was
     lost rewrites the same whole files.
     """
+    from dataclasses import replace
+
     from distributed import get_worker
 
     from rmcli.batch import run_local
@@ -189,6 +191,8 @@ def run_chunk(
     except ValueError:  # not on a worker (e.g. dask's synchronous scheduler)
         nthreads = 1
     remover = Remover(settings=settings_for_worker(settings, nthreads))
+    if options.threads is None:  # encoding threads from the worker's share, not the machine's
+        options = replace(options, threads=max(1, nthreads // remover.settings["inflight"]))
     results = run_local(remover, [job for _, job in chunk], options)
     return [(index, result.error) for (index, _), result in zip(chunk, results, strict=True)]
 
