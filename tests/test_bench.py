@@ -48,7 +48,7 @@ def test_default_table_reproduces_the_four_configurations(u2netp_path):
         assert row["session_seconds"] > 0
         assert 0 < row["median_seconds"] <= row["p90_seconds"]
         assert row["images_per_second"] > 0
-        assert 0 < row["cpu_percent_of_allowed"] <= 100
+        assert 0 < row["cpu_percent_of_allowed"] <= 101  # 1% for clock granularity
         assert row["cpu_cores_used"] <= cores
         assert row["peak_rss_mb"] > model_mb
         assert row["threads"] >= 1
