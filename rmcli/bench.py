@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmcli.bench_worker import call
 from rmcli.errors import UsageError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -125,27 +123,10 @@ def run_configuration(
         "runs": runs,
         "warmup": warmup,
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "rmcli.bench_worker"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    lines = done.stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        result = {}
-    if done.returncode != 0 or "error" in result or not result:
-        reason = result.get("error") or _last_line(done.stderr) or f"exit code {done.returncode}"
-        return Row(configuration, error=reason)
+    result = call("rmcli.bench_worker", request, env)
+    if "error" in result:
+        return Row(configuration, error=result["error"])
     return Row(configuration, result)
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def bench(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rmcli.errors import RmcliError
@@ -110,7 +112,8 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def serve(measure: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """A worker's main: JSON request on stdin, ``measure``'s result (or its error) on stdout."""
     request = json.load(sys.stdin)
     try:
         result = measure(request)
@@ -121,5 +124,26 @@ def main() -> int:
     return 0
 
 
+def call(module: str, request: dict[str, Any], env: Mapping[str, str] | None = None) -> dict:
+    """Run ``python -m module`` in a fresh process; its result, or ``{"error": reason}``."""
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ if env is None else env),
+    )
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        result = {}
+    if done.returncode != 0 or "error" in result or not result:
+        stderr = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        reason = result.get("error") or (stderr[-1] if stderr else f"exit code {done.returncode}")
+        return {"error": reason}
+    return result
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(measure))

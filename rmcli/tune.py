@@ -9,11 +9,8 @@ dropped, and the survivors get twice as many images, until one is left or the bu
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmcli.bench_worker import call, serve
 from rmcli.errors import RmcliError, UsageError
 
 DEFAULT_BUDGET = 60.0
@@ -220,22 +218,9 @@ def run_tune(model: str | None, budget: float, images: Sequence[Path]) -> dict[s
         "images": [str(p) for p in images],
         "candidates": candidates(allowed_cpus(), usable_cpu_count()),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "rmcli.tune"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-    )
-    lines = done.stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        result = {}
-    if done.returncode != 0 or "error" in result or not result:
-        stderr = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = result.get("error") or (stderr[-1] if stderr else f"exit {done.returncode}")
-        raise RmcliError(f"tune failed: {reason}")
+    result = call("rmcli.tune", request)
+    if "error" in result:
+        raise RmcliError(f"tune failed: {result['error']}")
     return result
 
 
@@ -283,16 +268,5 @@ def format_leaderboard(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    request = json.load(sys.stdin)
-    try:
-        result = measure(request)
-    except RmcliError as exc:
-        json.dump({"error": str(exc)}, sys.stdout)
-        return exc.exit_code
-    json.dump(result, sys.stdout)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(measure))
