@@ -379,6 +379,7 @@ def cuda_listed(monkeypatch):
     )
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")  # faked list
 def test_cuda_listed_but_not_active_is_caught_from_get_providers(u2netp_path, cuda_listed, capfd):
     remover = Remover(backend="cuda-hybrid")
     loaded = remover.session
@@ -391,6 +392,7 @@ def test_cuda_listed_but_not_active_is_caught_from_get_providers(u2netp_path, cu
     assert remover.mask(photo).size == photo.size
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")  # faked list
 def test_cuda_listed_but_not_active_with_strict_device_raises(u2netp_path, cuda_listed):
     with pytest.raises(BackendError, match="CUDA is not used: .*strict_device is set"):
         Remover(backend="cuda-hybrid", strict_device=True).session  # noqa: B018
