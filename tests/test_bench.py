@@ -49,7 +49,7 @@ def test_default_table_reproduces_the_four_configurations(u2netp_path):
         assert 0 < row["median_seconds"] <= row["p90_seconds"]
         assert row["images_per_second"] > 0
         assert 0 < row["cpu_percent_of_allowed"] <= 101  # 1% for clock granularity
-        assert row["cpu_cores_used"] <= cores
+        assert row["cpu_cores_used"] <= cores * 1.01
         assert row["peak_rss_mb"] > model_mb
         assert row["threads"] >= 1
         assert "CPUExecutionProvider" in row["providers"]
