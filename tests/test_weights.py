@@ -23,8 +23,12 @@ def test_a_source_with_the_wrong_checksum_is_skipped_for_the_next(tmp_path):
     (tmp_path / "bad.bin").write_bytes(b"corrupt")
     (tmp_path / "good.bin").write_bytes(GOOD)
     store = WeightsStore(tmp_path / "cache")
-    path = store.ensure(weights((tmp_path / "bad.bin").as_uri(), (tmp_path / "good.bin").as_uri()))
+    notes: list[str] = []
+    bad, good = (tmp_path / "bad.bin").as_uri(), (tmp_path / "good.bin").as_uri()
+    path = store.ensure(weights(bad, good), progress=notes.append)
     assert path.read_bytes() == GOOD
+    assert notes[0].endswith(f"from {bad}") and notes[2].endswith(f"from {good}")
+    assert "checksum" in notes[1] and notes[1].endswith("trying the next source")
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".part"] == []
 
 
