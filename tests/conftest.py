@@ -14,6 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 EXAMPLES = ROOT / "examples"
+CAR = EXAMPLES / "car-1.jpg"
 WEIGHTS_CACHE = ROOT / ".pytest_cache" / "rmcli-models"  # shared by test runs, like a user cache
 
 
@@ -72,3 +73,11 @@ def phash(image: Image.Image) -> np.ndarray:
     dct = basis @ pixels @ basis.T
     low = dct[:8, :8]
     return low > np.median(low)
+
+
+@pytest.fixture(scope="session")
+def remover(u2netp_path):
+    """One u2netp Remover for the tests that only need default settings."""
+    from rmcli import Remover
+
+    return Remover(model="u2netp")

@@ -29,8 +29,14 @@ def test_exif_orientation_is_applied_first(u2netp_path, tmp_path):
     exif[0x0112] = 6  # orientation: rotate 270 to display
     rotated_file = tmp_path / "rotated.jpg"
     stored.save(rotated_file, exif=exif, quality=100)
-    out = Remover().remove(rotated_file)
+    remover = Remover()
+    out = remover.remove(rotated_file)
     assert out.size == upright.size
+    # a rotation the wrong way round has the same size: compare the content too
+    expected = np.asarray(remover.mask(upright), float)
+    assert np.abs(np.asarray(out.getchannel("A"), float) - expected).mean() < 2
+    colour = np.asarray(out.convert("RGB"), float) - np.asarray(upright.convert("RGB"), float)
+    assert np.abs(colour).mean() < 3  # JPEG re-encoding only
 
 
 def test_same_settings_share_one_session_and_different_ones_do_not(u2netp_path):

@@ -121,8 +121,11 @@ def test_birefnet_output_goes_through_a_sigmoid_before_min_max(name):
 
 def test_the_mask_is_resized_to_the_image_size():
     output, _ = ramp_output(320, 0.0, 1.0)
-    mask = get_model("u2netp").to_mask([output], (640, 100))
+    model = get_model("u2netp")
+    mask = model.to_mask([output], (640, 100))
     assert mask.size == (640, 100) and mask.mode == "L"
+    at_input_size = model.to_mask([output], (320, 320))
+    assert mask.tobytes() == at_input_size.resize((640, 100), Image.Resampling.LANCZOS).tobytes()
 
 
 def cloth_output(side: int = 768) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import shutil
 
-from conftest import EXAMPLES, rmcli
+import numpy as np
+from conftest import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 
@@ -17,6 +18,8 @@ def test_output_goes_beside_the_input_without_o(u2netp_path, tmp_path):
     assert done.stdout.decode().strip() == str(written)
     out = Image.open(written)
     assert out.mode == "RGBA" and out.size == Image.open(photo).size
+    reference = alpha_of(DATA / "rembg-u2netp" / "car-1.alpha.png")
+    assert np.abs(alpha_of(out) - reference).mean() <= 0.5
 
 
 def test_folder_recursion_keeps_sub_folders(u2netp_path, tmp_path):
@@ -38,6 +41,8 @@ def test_stdin_to_stdout(u2netp_path):
     assert done.returncode == 0, done.stderr
     out = Image.open(io.BytesIO(done.stdout))
     assert out.format == "PNG" and out.mode == "RGBA"
+    reference = alpha_of(DATA / "rembg-u2netp" / "car-1.alpha.png")
+    assert np.abs(alpha_of(out) - reference).mean() <= 0.5
 
 
 def test_missing_file_is_one_line_and_the_batch_goes_on(u2netp_path, tmp_path):

@@ -339,6 +339,7 @@ def test_config_set_is_used_by_remove(u2netp_path, tmp_path):
 
     session = Remover().session  # the real ONNX Runtime session, built from the same settings
     assert session.plan.options.intra_op_num_threads == 1
+    assert session.session.get_session_options().intra_op_num_threads == 1
 
 
 def test_flag_beats_environment_beats_file_in_remove(u2netp_path, tmp_path):

@@ -6,18 +6,10 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import DATA, EXAMPLES
+from conftest import CAR, DATA
 from PIL import Image
 
-from rmcli import Remover
 from rmcli.errors import UsageError
-
-CAR = EXAMPLES / "car-1.jpg"
-
-
-@pytest.fixture(scope="module")
-def remover(u2netp_path):
-    return Remover(model="u2netp")
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,12 @@ import io
 import shutil
 
 import numpy as np
-import pytest
-from conftest import EXAMPLES, rmcli
+from conftest import CAR, EXAMPLES, rmcli
 from PIL import Image
 
-from rmcli import Remover
 from rmcli.imaging import encode
 
-CAR = EXAMPLES / "car-1.jpg"
 WITH_ICC = EXAMPLES / "girl-1.jpg"
-
-
-@pytest.fixture(scope="module")
-def remover(u2netp_path):
-    return Remover(model="u2netp")
 
 
 def test_icc_profile_is_carried_to_every_format(remover, tmp_path):
@@ -41,6 +33,8 @@ def test_exif_is_kept_with_orientation_reset(remover, tmp_path):
     Image.open(CAR).save(tmp_path / "sideways.jpg", exif=exif.tobytes(), quality=95)
     result = remover.remove(tmp_path / "sideways.jpg")
     assert result.size == (360, 480)  # upright
+    upright = np.asarray(Image.open(CAR).convert("RGB").transpose(Image.Transpose.ROTATE_270), int)
+    assert np.abs(np.asarray(result.convert("RGB"), int) - upright).mean() < 3  # the right way
     for fmt in ("png", "webp", "jpg"):
         written = Image.open(io.BytesIO(encode(result, fmt))).getexif()
         assert written[0x0112] == 1 and written[0x010F] == "rmcli-test", fmt

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DATA, EXAMPLES, rmcli
+from conftest import CAR, DATA, EXAMPLES, rmcli
 from PIL import Image
 
-from rmcli import Remover
 from rmcli.compose import crop_box, parse_color
 from rmcli.errors import UsageError
 
-CAR = EXAMPLES / "car-1.jpg"
 REMBG = DATA / "rembg-outputs"
-
-
-@pytest.fixture(scope="module")
-def remover(u2netp_path):
-    return Remover(model="u2netp")
 
 
 @pytest.fixture(scope="module")

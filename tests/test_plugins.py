@@ -73,7 +73,7 @@ def test_an_installed_plugin_adds_a_backend_that_removes_backgrounds(u2netp_path
 def test_a_plugin_that_fails_to_import_is_named_once_and_the_rest_work(u2netp_path, tmp_path):
     env = install(tmp_path, "rmcli_broken", "raise ImportError('needs libfoo')\n")
     done = rmcli("remove", str(EXAMPLES / "car-1.jpg"), "-o", str(tmp_path / "out"), env=env)
-    assert done.returncode == 0
+    assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.decode().splitlines() if "rmcli_broken" in line]
     assert len(warnings) == 1 and "needs libfoo" in warnings[0]
     assert (tmp_path / "out" / "car-1.png").is_file()
