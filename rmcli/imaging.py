@@ -48,8 +48,8 @@ def cutout(
     """RGBA with straight colour; alpha = mask (times any source alpha).
 
     ``premultiplied=True`` gives rembg's byte-identical cut-out (colour scaled by alpha).
-    ``in_place=True`` attaches the mask to ``image`` itself when it is RGB (no copy; Pillow
-    stores RGB with room for alpha), for callers that own the image.
+    ``in_place=True`` attaches the mask to ``image`` itself when it is RGB or RGBA (no copy;
+    Pillow stores RGB with room for alpha), for callers that own the image.
     """
     from PIL import Image, ImageChops
 
@@ -57,7 +57,7 @@ def cutout(
         source = image if image.mode == "RGBA" else image.convert("RGBA")
         return Image.composite(source, Image.new("RGBA", image.size, 0), mask)
     if has_alpha(image):
-        out = image.convert("RGBA")
+        out = image if in_place and image.mode == "RGBA" else image.convert("RGBA")
         out.putalpha(ImageChops.multiply(out.getchannel("A"), mask))
         return out
     if image.mode != "RGB":

@@ -47,11 +47,14 @@ class Remover:
         self.model = model_for(settings)
         self.backend = get_backend(settings["backend"])
         self._recorder = Recorder(self.model.name, self.backend.name)
+        self._session: LoadedSession | None = None
 
     @property
     def session(self) -> LoadedSession:
-        """The (cached) ONNX Runtime session this remover runs on."""
-        return get_session(self.model, self.backend, self.settings)
+        """The (process-wide cached) ONNX Runtime session this remover runs on."""
+        if self._session is None:  # settings never change: look it up once, not per image
+            self._session = get_session(self.model, self.backend, self.settings)
+        return self._session
 
     def mask(self, image: ImageSource) -> Image.Image:
         """The 8-bit mask ("L") of ``image`` (path, bytes, PIL image or ndarray)."""

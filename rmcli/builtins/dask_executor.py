@@ -70,14 +70,14 @@ class DaskExecutor(Executor):
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        from rmcli.batch import Result, run_local
+        from rmcli.batch import Result
 
         if any(job.source is None or job.output is None for job in jobs):
             raise UsageError("the dask executor cannot read stdin or write stdout")
         todo = []
         for index, job in enumerate(jobs):
             if job.error:  # planning errors need no worker: report them here
-                yield index, next(run_local(remover, [job], options))
+                yield index, Result(job, f"{job.label}: {job.error}")
             else:
                 todo.append((index, _portable(job)))
         if not todo:
