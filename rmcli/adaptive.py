@@ -13,9 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 SAMPLE_SECONDS = 0.15
-DECISION_TTL = 1.0  # a decision holds this long, so layout() and describe() agree
-
-_decisions: dict[tuple[tuple[int, ...], int], tuple[float, int]] = {}
 
 
 def read_cpu_times(stat: Path = Path("/proc/stat")) -> dict[int, tuple[int, int]]:
@@ -65,14 +62,7 @@ def threads_for_idle(fractions: Sequence[float], limit: int) -> int:
 
 
 def auto_intra_threads(cpus: Sequence[int], limit: int | None = None) -> int:
-    """The intra-op thread count for ``cpus`` now (cached for :data:`DECISION_TTL` seconds)."""
-    chosen = tuple(sorted(cpus))
+    """The intra-op thread count for ``cpus``, measured now (cpu-pinned keeps it per session)."""
+    chosen = sorted(cpus)
     limit = len(chosen) if limit is None else min(limit, len(chosen))
-    key = (chosen, limit)
-    now = time.monotonic()
-    cached = _decisions.get(key)
-    if cached and now - cached[0] < DECISION_TTL:
-        return cached[1]
-    threads = threads_for_idle(list(idle_fractions(chosen).values()), limit)
-    _decisions[key] = (now, threads)
-    return threads
+    return threads_for_idle(list(idle_fractions(chosen).values()), limit)

@@ -21,6 +21,8 @@ from rmcli.errors import ConfigError
 from rmcli.plugins import warn
 from rmcli.settings import Settings
 
+_auto_threads: dict[tuple, int] = {}  # (session settings, CPUs) -> thread count auto chose
+
 
 class CpuPinned(Backend):
     """The default: intra-op threads = usable cores (affinity mask, cgroup quota), never 0."""
@@ -35,7 +37,12 @@ class CpuPinned(Backend):
         if threads is None:
             threads = len(binding) if binding else usable_cpu_count()
         elif threads == "auto":  # sized to the idle share of the cores, measured now
-            threads = auto_intra_threads(binding or allowed_cpus(), usable_cpu_count())
+            cpus = tuple(binding or allowed_cpus())
+            key = (settings.session_key(), cpus)
+            if key not in _auto_threads:  # decided once, like the session it sizes: the
+                # session, -v and the pinning of the calling thread all see the same answer
+                _auto_threads[key] = auto_intra_threads(list(cpus), usable_cpu_count())
+            threads = _auto_threads[key]
         if binding and len(binding) < threads:
             raise ConfigError(
                 f"cpu_binding {settings['cpu_binding']!r} ({settings.source('cpu_binding')}) "
