@@ -12,6 +12,11 @@ if TYPE_CHECKING:
 Provider = str | tuple[str, dict[str, Any]]
 
 
+def provider_name(provider: Provider) -> str:
+    """The name of a provider entry, whether given bare or as ``(name, options)``."""
+    return provider if isinstance(provider, str) else provider[0]
+
+
 class Backend:
     """Base class for execution backends; override what differs.
 

@@ -60,14 +60,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return _manager
 
 
-def reset_plugin_manager() -> None:
-    """Forget the plugin manager, so the next use loads plugins again (for tests)."""
-    global _manager
-    with _lock:
-        _manager = None
-        _warned.clear()
-
-
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rmcli.errors import ConfigError
+from rmcli.families import CLOTH_CATEGORIES, FAMILIES
 
 CONFIG_ENV = "RMCLI_CONFIG"
 
@@ -185,14 +186,14 @@ SETTINGS: dict[str, Setting] = {
             _parse_str,
             "",
             "Family of the model_path weights: input size, normalisation, output handling.",
-            choices=("u2net", "isnet", "birefnet"),
+            choices=tuple(FAMILIES),
         ),
         _setting(
             "cloth_category",
             _parse_str,
             "attire",
             "Clothes masked by u2net_cloth_seg (attire: all of them).",
-            choices=("upper", "lower", "full", "attire"),
+            choices=tuple(CLOTH_CATEGORIES),
         ),
         _setting("backend", _parse_str, "cpu-pinned", "Execution backend.", session=True),
         _setting(

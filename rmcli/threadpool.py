@@ -18,11 +18,6 @@ _lock = threading.Lock()
 _sizes: tuple[int, int] | None = None
 
 
-def global_pool_sizes() -> tuple[int, int] | None:
-    """(intra, inter) of the process-wide pool, or None while sessions have their own pools."""
-    return _sizes
-
-
 def apply(options: Any, shared: bool) -> None:
     """Make ``options`` (an ``ort.SessionOptions``) use the shared pool, creating it once.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rmcli import hookimpl
-from rmcli.backends import Backend, base_options
+from rmcli.backends import Backend, base_options, provider_name
 from rmcli.cpus import usable_cpu_count
 from rmcli.errors import BackendError
 from rmcli.plugins import warn
@@ -149,7 +149,7 @@ def adjust_session(plan) -> None:
             return  # let ORT try; session_created checks what it really did
     reason = why_cuda_is_off(plan.settings)
     _refuse_or_warn(reason, plan.settings)
-    plan.providers = [p for p in plan.providers if (p if isinstance(p, str) else p[0]) != CUDA]
+    plan.providers = [p for p in plan.providers if provider_name(p) != CUDA]
 
 
 @hookimpl
@@ -157,6 +157,6 @@ def session_created(session, plan) -> None:
     """The truth: if CUDA was asked for but is not among the session's providers, say why."""
     if not _is_mine(plan):
         return
-    asked = any((p if isinstance(p, str) else p[0]) == CUDA for p in plan.providers)
+    asked = any(provider_name(p) == CUDA for p in plan.providers)
     if asked and CUDA not in session.get_providers():
         _refuse_or_warn(why_cuda_is_off(plan.settings), plan.settings)

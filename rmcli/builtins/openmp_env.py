@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from rmcli import hookimpl
-from rmcli.backends import Backend
+from rmcli.backends import Backend, provider_name
 from rmcli.errors import ConfigError
 from rmcli.plugins import warn
 from rmcli.settings import Settings
@@ -98,7 +98,7 @@ def session_created(session, plan):
     """rembg's warning when an accelerator was requested but the session runs on the CPU."""
     if plan.backend.name != OpenmpEnv.name:
         return
-    names = [p if isinstance(p, str) else p[0] for p in plan.providers]
+    names = [provider_name(p) for p in plan.providers]
     wanted = [p for p in names if p != "CPUExecutionProvider"]
     if wanted and not [p for p in session.get_providers() if p != "CPUExecutionProvider"]:
         warn(

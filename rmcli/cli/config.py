@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -18,10 +17,6 @@ config_app = typer.Typer(
 KeyArg = Annotated[
     str, typer.Argument(help="A setting (rmcli config list) or plugins.<name>.<option>.")
 ]
-
-
-def _warn(message: str) -> None:
-    print(f"rmcli: warning: {message}", file=sys.stderr)
 
 
 def _plain(value: Any) -> str:
@@ -63,6 +58,7 @@ def set_(
 ) -> None:
     """Write KEY = VALUE to the config file (checked first; other keys are kept)."""
     from rmcli.config_file import plugin_key, plugin_value, set_value
+    from rmcli.plugins import warn
     from rmcli.settings import config_path, known_setting
 
     path = config_path()
@@ -76,7 +72,7 @@ def set_(
     set_value(path, key, stored)
     shadow = setting.env_override()
     if shadow is not None:
-        _warn(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
+        warn(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
 
 
 def _check_registered(key: str, name: str) -> None:
@@ -89,19 +85,20 @@ def _check_registered(key: str, name: str) -> None:
 def unset(key: KeyArg) -> None:
     """Remove KEY from the config file, so the next layer down applies again."""
     from rmcli.config_file import plugin_key, unset_value
+    from rmcli.plugins import warn
     from rmcli.settings import SETTINGS, config_path, known_setting
 
     path = config_path()
     removed = unset_value(path, key)
     if plugin_key(key) is not None:
         if not removed:
-            _warn(f"{key} was not set in {path}")
+            warn(f"{key} was not set in {path}")
         return
     if not removed:
         known_setting(key)  # an unknown key that was not in the file either
-        _warn(f"{key} was not set in {path}")
+        warn(f"{key} was not set in {path}")
     if key in SETTINGS and (shadow := SETTINGS[key].env_override()) is not None:
-        _warn(f"{shadow}={os.environ[shadow]} in the environment still sets {key}")
+        warn(f"{shadow}={os.environ[shadow]} in the environment still sets {key}")
 
 
 @config_app.command("list")

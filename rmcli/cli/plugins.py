@@ -27,6 +27,7 @@ def plugins(as_json: JsonFlag = False) -> None:
 
 def backends(as_json: JsonFlag = False) -> None:
     """Every backend: availability, reason and the providers it would use."""
+    from rmcli.backends import provider_name
     from rmcli.plugins import backends as all_backends
     from rmcli.settings import resolve
 
@@ -34,7 +35,7 @@ def backends(as_json: JsonFlag = False) -> None:
     rows = []
     for name, backend in sorted(all_backends().items()):
         ok, reason = backend.availability()
-        providers = [p if isinstance(p, str) else p[0] for p in backend.providers(settings)]
+        providers = [provider_name(p) for p in backend.providers(settings)]
         rows.append(
             {
                 "name": name,
