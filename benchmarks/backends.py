@@ -31,7 +31,7 @@ def rss_mb():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
 from rmcli import Remover
-from rmcli.imaging import load_image
+from rmcli.images.imaging import load_image
 photos = json.loads(sys.argv[1])
 configs = json.loads(sys.argv[2])
 removers = [Remover(**config) for config in configs]

@@ -1,7 +1,7 @@
 """intra_threads = auto against fixed 1 and fixed 2 threads, with a busy neighbour process.
 
 A neighbour spins on the last allowed CPU for the whole run. Each configuration is measured
-by ``rmcli.bench`` (a fresh worker process per measurement), interleaved round by round so
+by ``rmcli.tools.bench`` (a fresh worker process per measurement), interleaved round by round so
 that changing load from other processes hits all configurations alike. Prints a Markdown
 table of medians over the rounds and the ratios against fixed 2 threads.
 
@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from rmcli.bench import EXAMPLES, Configuration, run_configuration
 from rmcli.cpus import allowed_cpus
+from rmcli.tools.bench import EXAMPLES, Configuration, run_configuration
 
 BUSY_LOOP = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
 IMAGES = [EXAMPLES / name for name in ("car-1.jpg", "girl-1.jpg", "animal-2.jpg")]

@@ -95,9 +95,9 @@ STEADY = r"""
 import json, sys, time, tempfile
 from pathlib import Path
 from rmcli import Remover
-from rmcli.batch import OutputOptions, run_local
-from rmcli.imaging import load_image
-from rmcli.inputs import plan_jobs
+from rmcli.engine.runner import OutputOptions, run_local
+from rmcli.images.imaging import load_image
+from rmcli.images.inputs import plan_jobs
 
 photos = sorted(Path(sys.argv[1]).glob("*.jpg"))
 rounds = int(sys.argv[2])

@@ -1,22 +1,123 @@
-"""rmcli: remove image backgrounds with ONNX models, on explicit, measurable CPU/GPU backends."""
+"""rmcli: remove image backgrounds with ONNX models, on explicit, measurable CPU/GPU backends.
+
+This module is the stable API for programs and plugins: everything a backend, model or
+executor plugin needs is importable from ``rmcli`` itself (see docs/plugins.md). Names are
+imported lazily, so ``import rmcli`` stays light (no onnxruntime, numpy or Pillow).
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from rmcli.errors import RmcliError
+from rmcli.errors import (
+    BackendError,
+    ConfigError,
+    InputError,
+    ModelError,
+    RmcliError,
+    UsageError,
+)
 from rmcli.hookspecs import hookimpl
+from rmcli.version import __version__
 
 if TYPE_CHECKING:
-    from rmcli.remover import Remover
+    from rmcli.config.settings import Settings
+    from rmcli.contracts.backend import Backend, Provider, base_options, provider_name
+    from rmcli.contracts.clock import Clock, untimed
+    from rmcli.contracts.executor import Executor
+    from rmcli.contracts.jobs import Job, Result
+    from rmcli.contracts.model import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        Model,
+        Weights,
+        WheelSource,
+        stretched_mask,
+    )
+    from rmcli.contracts.output import ComposeOptions, OutputOptions
+    from rmcli.contracts.plan import SessionPlan, ThreadLayout
+    from rmcli.cpus import allowed_cpus, cgroup_cpu_limit, usable_cpu_count
+    from rmcli.engine.layout import CoreBudget
+    from rmcli.engine.remover import Remover
+    from rmcli.engine.runner import Batch
 
-__version__ = "0.1.0"
-__all__ = ["Remover", "RmcliError", "hookimpl", "__version__"]
+# public name -> module it lives in (imported on first use)
+_LAZY = {
+    "Remover": "rmcli.engine.remover",
+    "Batch": "rmcli.engine.runner",
+    "CoreBudget": "rmcli.engine.layout",
+    "Settings": "rmcli.config.settings",
+    "Backend": "rmcli.contracts.backend",
+    "Provider": "rmcli.contracts.backend",
+    "base_options": "rmcli.contracts.backend",
+    "provider_name": "rmcli.contracts.backend",
+    "Model": "rmcli.contracts.model",
+    "Weights": "rmcli.contracts.model",
+    "WheelSource": "rmcli.contracts.model",
+    "stretched_mask": "rmcli.contracts.model",
+    "IMAGENET_MEAN": "rmcli.contracts.model",
+    "IMAGENET_STD": "rmcli.contracts.model",
+    "Executor": "rmcli.contracts.executor",
+    "Job": "rmcli.contracts.jobs",
+    "Result": "rmcli.contracts.jobs",
+    "OutputOptions": "rmcli.contracts.output",
+    "ComposeOptions": "rmcli.contracts.output",
+    "SessionPlan": "rmcli.contracts.plan",
+    "ThreadLayout": "rmcli.contracts.plan",
+    "Clock": "rmcli.contracts.clock",
+    "untimed": "rmcli.contracts.clock",
+    "allowed_cpus": "rmcli.cpus",
+    "cgroup_cpu_limit": "rmcli.cpus",
+    "usable_cpu_count": "rmcli.cpus",
+}
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "RmcliError",
+    "UsageError",
+    "__version__",
+    "hookimpl",
+    "Remover",
+    "Batch",
+    "CoreBudget",
+    "Settings",
+    "Backend",
+    "Provider",
+    "base_options",
+    "provider_name",
+    "Model",
+    "Weights",
+    "WheelSource",
+    "stretched_mask",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Executor",
+    "Job",
+    "Result",
+    "OutputOptions",
+    "ComposeOptions",
+    "SessionPlan",
+    "ThreadLayout",
+    "Clock",
+    "untimed",
+    "allowed_cpus",
+    "cgroup_cpu_limit",
+    "usable_cpu_count",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Remover":  # imported lazily: keeps `import rmcli` light for plugins and the CLI
-        from rmcli.remover import Remover
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rmcli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return Remover
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -87,6 +87,35 @@ def parse_cpu_list(text: str) -> list[int]:
     return cpus
 
 
+def check_binding(text: str, allowed: list[int]) -> list[int]:
+    """The CPUs of a ``cpu_binding`` list, all of them ones this process may use.
+
+    A ValueError says what is wrong.
+    """
+    try:
+        cpus = parse_cpu_list(text)
+    except ValueError as exc:
+        raise ValueError(f"is not a CPU list like 0-3,8: {exc}") from None
+    outside = sorted(set(cpus) - set(allowed))
+    if outside:
+        raise ValueError(
+            f"names CPUs {format_cpus(outside)} outside the ones this process may use "
+            f"({format_cpus(allowed)})"
+        )
+    return cpus
+
+
+def format_cpus(cpus: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2,5``."""
+    parts: list[tuple[int, int]] = []
+    for cpu in sorted(cpus):
+        if parts and parts[-1][1] == cpu - 1:
+            parts[-1] = (parts[-1][0], cpu)
+        else:
+            parts.append((cpu, cpu))
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in parts)
+
+
 AFFINITY_ENTRY = "session.intra_op_thread_affinities"
 
 

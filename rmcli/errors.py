@@ -6,7 +6,6 @@ The CLI root turns an :class:`RmcliError` into one line on stderr and its ``exit
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from rmcli.adaptive import idle_fractions, read_cpu_times, threads_for_idle
+from rmcli.config.settings import resolve
 from rmcli.cpus import allowed_cpus, usable_cpu_count
-from rmcli.plugins import get_backend
-from rmcli.settings import resolve
+from rmcli.engine.adaptive import idle_fractions, read_cpu_times, threads_for_idle
+from rmcli.engine.layout import resolve_layout
+from rmcli.engine.registry import get_backend
 
 BUSY_LOOP = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
 
@@ -56,11 +57,11 @@ def test_auto_leaves_the_busy_core_to_the_neighbour(busy_cpu):
     other = next(cpu for cpu in allowed_cpus() if cpu != busy_cpu)
     backend = get_backend("cpu-pinned")
     both = resolve({"intra_threads": "auto", "cpu_binding": f"{other},{busy_cpu}"})
-    assert backend.layout(both)["intra_threads"] == 1
+    assert resolve_layout(both, backend).intra_threads == 1
     fixed = resolve({"intra_threads": 2, "cpu_binding": f"{other},{busy_cpu}"})
-    assert backend.layout(fixed)["intra_threads"] == 2
+    assert resolve_layout(fixed, backend).intra_threads == 2
 
 
 def test_auto_without_binding_stays_within_the_usable_cores():
-    layout = get_backend("cpu-pinned").layout(resolve({"intra_threads": "auto"}))
-    assert 1 <= layout["intra_threads"] <= usable_cpu_count()
+    layout = resolve_layout(resolve({"intra_threads": "auto"}), get_backend("cpu-pinned"))
+    assert 1 <= layout.intra_threads <= usable_cpu_count()

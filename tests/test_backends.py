@@ -24,9 +24,9 @@ from rmcli.cpus import (
     split_binding,
     usable_cpu_count,
 )
+from rmcli.engine.registry import get_plugin_manager
+from rmcli.engine.session import clear_sessions
 from rmcli.errors import BackendError, ConfigError
-from rmcli.plugins import get_plugin_manager
-from rmcli.session import clear_sessions
 
 TWO_CPUS = pytest.mark.skipif(len(allowed_cpus()) < 2, reason="needs two allowed CPUs")
 
@@ -112,7 +112,7 @@ def test_cpu_pinned_obeys_a_cgroup_quota_smaller_than_the_cpu_set(
     monkeypatch.setattr("rmcli.cpus.CGROUP_ROOT", tmp_path)
     remover = Remover(backend="cpu-pinned")
     assert options_of(remover).intra_op_num_threads == 1
-    assert remover.backend.describe(remover.settings)["cgroup_cpu_limit"] == 1.0
+    assert remover.layout.cgroup_cpu_limit == 1.0
 
 
 def test_cpu_pinned_spinning_off(u2netp_path):
@@ -198,14 +198,15 @@ def test_bad_cpu_binding_is_one_line_and_exit_2(tmp_path, flags, message):
     assert not list(tmp_path.iterdir())
 
 
-def test_inter_threads_warn_in_sequential_mode_and_apply_in_parallel(u2netp_path, capfd):
+def test_inter_threads_warn_in_sequential_mode_and_apply_in_parallel(u2netp_path, caplog):
     options = options_of(Remover(inter_threads=2, intra_threads=1))
     assert options.inter_op_num_threads == 1
-    warning = capfd.readouterr().err.strip().splitlines()
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warning) == 1 and "inter_threads=2" in warning[0] and "ignored" in warning[0]
+    caplog.clear()
     options = options_of(Remover(inter_threads=2, intra_threads=1, execution_mode="parallel"))
     assert options.inter_op_num_threads == 2
-    assert "ignored" not in capfd.readouterr().err
+    assert "ignored" not in caplog.text
 
 
 @pytest.mark.parametrize(("threads", "added"), [(1, 0), (2, 1), (3, 2)])
@@ -224,7 +225,8 @@ def test_calling_thread_is_pinned_after_creation_and_workers_keep_their_cpus(u2n
     before = {int(t) for t in os.listdir("/proc/self/task")}
     r.session
     workers = {int(t) for t in os.listdir("/proc/self/task")} - before
-    pinned = r.backend.pin_calling_thread(r.settings)
+    from rmcli.engine.layout import pin_calling_thread
+    pinned = pin_calling_thread(r.layout)
     print(json.dumps({"pinned": pinned, "caller": sorted(os.sched_getaffinity(0)),
                       "workers": [sorted(os.sched_getaffinity(t)) for t in workers]}))
     """
@@ -237,7 +239,7 @@ def test_cpu_pinned_cli_run_matches_rembg(u2netp_path, tmp_path):
     done = rmcli("remove", str(photo), "-o", str(tmp_path), "--cpu-binding", "0", "-v")
     err = done.stderr.decode()
     assert done.returncode == 0, err
-    assert "'intra_threads': 1" in err and "'caller_cpus': [0]" in err
+    assert "\n  intra_threads = 1\n" in err and "\n  caller_cpus = [0]\n" in err
     assert "calling thread pinned to CPUs [0]" in err
     reference = alpha_of(DATA / "rembg-u2netp" / "car-1.alpha.png")
     assert np.abs(alpha_of(tmp_path / "car-1.png") - reference).mean() <= 0.5
@@ -321,8 +323,8 @@ def test_shared_pool_is_sized_once_and_a_different_size_is_one_warning(u2netp_pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1"]  # one worker: the pool of the first session
     warnings = [line for line in done.stderr.splitlines() if "shared thread pool" in line]
-    assert warnings == [
-        "rmcli: warning: the shared thread pool already has 2 intra-op and 1 inter-op threads; "
+    assert warnings == [  # a library logs; Python's last-resort handler prints the message
+        "the shared thread pool already has 2 intra-op and 1 inter-op threads; "
         "this session asked for 1/1 and shares it"
     ]
 
@@ -332,7 +334,7 @@ def test_shared_pool_is_sized_once_and_a_different_size_is_one_warning(u2netp_pa
 
 def test_cuda_hybrid_providers_and_cpu_side(u2netp_path):
     remover = Remover(backend="cuda-hybrid", gpu_mem_limit=512, device_id=1)
-    cuda, cpu = remover.backend.providers(remover.settings)
+    cuda, cpu = remover.backend.providers(remover.settings, remover.layout)
     assert cuda == (
         "CUDAExecutionProvider",
         {
@@ -343,16 +345,18 @@ def test_cuda_hybrid_providers_and_cpu_side(u2netp_path):
         },
     )
     assert cpu == "CPUExecutionProvider"
-    options = remover.backend.session_options(remover.settings)
+    assert remover.layout.intra_threads == min(2, usable_cpu_count())
+    assert remover.layout.spinning is False
+    options = options_of(remover)
     assert options.intra_op_num_threads == min(2, usable_cpu_count())
     assert entry(options, "session.intra_op.allow_spinning") == "0"
 
 
-def test_cuda_hybrid_without_onnxruntime_gpu_warns_and_runs_on_cpu(u2netp_path, capfd):
+def test_cuda_hybrid_without_onnxruntime_gpu_warns_and_runs_on_cpu(u2netp_path, caplog):
     remover = Remover(backend="cuda-hybrid")
     mask = remover.mask(EXAMPLES / "car-1.jpg")
     assert remover.session.active_providers == ["CPUExecutionProvider"]
-    err = capfd.readouterr().err
+    err = caplog.text
     assert "CUDA is not used, running on the CPU" in err and "pip install 'rmcli[gpu]'" in err
     reference = alpha_of(DATA / "rembg-u2netp" / "car-1.alpha.png")
     assert np.abs(alpha_of(mask) - reference).mean() <= 0.5
@@ -380,12 +384,14 @@ def cuda_listed(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")  # faked list
-def test_cuda_listed_but_not_active_is_caught_from_get_providers(u2netp_path, cuda_listed, capfd):
+def test_cuda_listed_but_not_active_is_caught_from_get_providers(
+    u2netp_path, cuda_listed, caplog
+):
     remover = Remover(backend="cuda-hybrid")
     loaded = remover.session
     assert loaded.plan.providers[0][0] == "CUDAExecutionProvider"  # CUDA was really asked for
     assert loaded.active_providers == ["CPUExecutionProvider"]
-    err = capfd.readouterr().err
+    err = caplog.text
     assert "cuda-hybrid: CUDA is not used, running on the CPU:" in err
     assert "libcuda.so.1 not found" in err
     photo = Image.open(EXAMPLES / "car-1.jpg")

@@ -13,8 +13,8 @@ from torture import build_invalid, build_valid, drop_root_file_override, photo, 
 
 from rmcli import Remover
 from rmcli.errors import InputError
-from rmcli.imaging import load_image
-from rmcli.inputs import plan_jobs
+from rmcli.images.imaging import load_image
+from rmcli.images.inputs import plan_jobs
 
 MAX_PIXELS = 1_000_000
 

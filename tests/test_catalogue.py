@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rmcli.engine.families import custom_model
+from rmcli.engine.registry import get_model, models
 from rmcli.errors import UsageError
-from rmcli.families import custom_model
-from rmcli.plugins import get_model, models
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF_UNIT = ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
+from rmcli.contracts.model import Weights
+from rmcli.engine.weights import WeightsStore
 from rmcli.errors import ModelError
-from rmcli.models import Weights
-from rmcli.weights import WeightsStore
 
 DATA = b"weights bytes " * 1000
 DIGESTS = {name: hashlib.new(name, DATA).hexdigest() for name in ("md5", "sha256")}

@@ -7,11 +7,11 @@ import importlib.util
 import pytest
 from conftest import EXAMPLES, rmcli
 
-from rmcli.batch import Result
+from rmcli.contracts.executor import in_input_order
+from rmcli.engine.registry import executors, get_executor
+from rmcli.engine.runner import Result
 from rmcli.errors import UsageError
-from rmcli.executors import in_input_order
-from rmcli.inputs import Job
-from rmcli.plugins import executors, get_executor
+from rmcli.images.inputs import Job
 
 
 def test_builtin_executors_are_registered_through_the_hook():

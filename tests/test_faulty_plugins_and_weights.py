@@ -9,8 +9,8 @@ import pytest
 from conftest import EXAMPLES, alpha_of, rmcli
 from test_plugins import PLUGIN, install
 
-from rmcli.plugins import get_model
-from rmcli.weights import WeightsStore
+from rmcli.engine.registry import get_model
+from rmcli.engine.weights import WeightsStore
 
 RAISING = """
 from rmcli import hookimpl
@@ -37,7 +37,7 @@ import os
 from pathlib import Path
 
 from rmcli import hookimpl
-from rmcli.models import Model, Weights
+from rmcli.contracts.model import Model, Weights
 
 HERE = Path(os.environ["GARBAGE_DIR"])
 

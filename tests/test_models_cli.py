@@ -12,8 +12,8 @@ from conftest import EXAMPLES, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.models import Weights
-from rmcli.weights import WeightsStore
+from rmcli.contracts.model import Weights
+from rmcli.engine.weights import WeightsStore
 
 PHOTO = EXAMPLES / "animal-1.jpg"
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import EXAMPLES
 from PIL import Image
 
-from rmcli.monitor import Recorder, percentile
-from rmcli.remover import Remover
+from rmcli.engine.remover import Remover
+from rmcli.engine.stats import Recorder, percentile
 
 
 def test_percentile_interpolates_between_ranks():

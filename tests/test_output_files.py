@@ -9,7 +9,7 @@ import numpy as np
 from conftest import CAR, EXAMPLES, rmcli
 from PIL import Image
 
-from rmcli.imaging import encode
+from rmcli.images.imaging import encode
 
 WITH_ICC = EXAMPLES / "girl-1.jpg"
 

@@ -7,8 +7,8 @@ import pytest
 from conftest import CAR, DATA, EXAMPLES, rmcli
 from PIL import Image
 
-from rmcli.compose import crop_box, parse_color
 from rmcli.errors import UsageError
+from rmcli.images.compose import crop_box, parse_color
 
 REMBG = DATA / "rembg-outputs"
 

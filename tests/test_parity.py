@@ -7,7 +7,7 @@ from conftest import DATA, EXAMPLES, alpha_of, phash, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.imaging import cutout, load_image
+from rmcli.images.imaging import cutout, load_image
 
 
 def test_peer_test_alpha_and_perceptual_hash(u2netp_path):

@@ -14,10 +14,10 @@ from conftest import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.batch import OutputOptions, run_local
-from rmcli.inputs import plan_jobs
-from rmcli.png import write_png
-from rmcli.stats import STAGES
+from rmcli.engine.runner import OutputOptions, run_local
+from rmcli.engine.stats import STAGES
+from rmcli.images.inputs import plan_jobs
+from rmcli.images.png import write_png
 
 
 def photo_batch(folder, count: int, first_size=(1200, 800)) -> list[str]:

@@ -9,7 +9,7 @@ from conftest import EXAMPLES, rmcli
 
 PLUGIN = """
 from rmcli import hookimpl
-from rmcli.backends import Backend
+from rmcli.contracts.backend import Backend
 
 
 class OneThread(Backend):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, rmcli
 
+from rmcli.contracts.model import Weights
+from rmcli.engine.weights import WeightsStore
 from rmcli.errors import ModelError
-from rmcli.models import Weights
-from rmcli.weights import WeightsStore
 
 FORBIDDEN = {
     r"shell\s*=\s*True": "a shell would interpret user-supplied strings",

@@ -7,7 +7,7 @@ import tomllib
 
 from conftest import EXAMPLES, rmcli
 
-from rmcli.tune import Candidate, candidates, successive_halving, thread_counts
+from rmcli.tools.tune import Candidate, candidates, successive_halving, thread_counts
 
 
 class FakeClock:
@@ -86,4 +86,4 @@ def test_tune_save_writes_the_winner_and_remove_uses_it(u2netp_path, tmp_path):
     assert done.returncode == 0, done.stderr.decode()
     err = done.stderr.decode()
     assert f"intra_threads = {saved['intra_threads']!r} (file {config})" in err
-    assert f"'intra_threads': {saved['intra_threads']}" in err  # the backend layout uses it
+    assert f"\n  intra_threads = {saved['intra_threads']}\n" in err  # the layout uses it

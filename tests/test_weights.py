@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from rmcli.contracts.model import Weights
+from rmcli.engine.weights import WeightsStore
 from rmcli.errors import ModelError
-from rmcli.models import Weights
-from rmcli.weights import WeightsStore
 
 GOOD = b"pretend these are weights" * 100
 MD5 = hashlib.md5(GOOD).hexdigest()

@@ -5,10 +5,10 @@ The local file is ``<name>.onnx`` (as rembg names it); the release file names di
 
 from __future__ import annotations
 
-from rmcli import hookimpl
 from rmcli.builtins.u2net_models import RELEASES
-from rmcli.families import BiRefNetModel
-from rmcli.models import Weights
+from rmcli.contracts.model import Weights
+from rmcli.engine.families import BiRefNetModel
+from rmcli.hookspecs import hookimpl
 
 CATALOGUE = [
     # name, release file, md5, summary

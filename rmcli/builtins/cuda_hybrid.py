@@ -10,21 +10,25 @@ So this backend checks it after building and warns with the reason, or raises wh
 from __future__ import annotations
 
 import ctypes
+import logging
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rmcli import hookimpl
-from rmcli.backends import Backend, base_options, provider_name
-from rmcli.cpus import usable_cpu_count
+from rmcli.config.settings import Settings
+from rmcli.contracts.backend import Backend, base_options
+from rmcli.contracts.plan import ThreadLayout
 from rmcli.errors import BackendError
-from rmcli.plugins import warn
-from rmcli.settings import Settings
+from rmcli.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 INSTALL_HINT = "pip install 'rmcli[gpu]'"
 CPU_THREADS = 2  # the CPU only runs the few nodes CUDA cannot; more threads would just spin
+NOT_HONOURED = "the CPU only runs the nodes CUDA cannot, on a small unpinned sequential pool"
 
 
 class CudaHybrid(Backend):
@@ -42,21 +46,31 @@ class CudaHybrid(Backend):
             return False, f"{problem}; runs on the CPU"
         return True, f"onnxruntime-gpu {version}, {count} CUDA device(s)"
 
-    def cpu_threads(self, settings: Settings) -> int:
-        threads = settings["intra_threads"]
-        if isinstance(threads, int):
-            return threads
-        return min(CPU_THREADS, usable_cpu_count())
+    def adjust_layout(self, layout: ThreadLayout, settings: Settings) -> ThreadLayout:
+        """At most 2 CPU threads unless set explicitly; no spinning, no pinning, sequential."""
+        intra = layout.intra_threads or 1
+        if layout.intra_from != "setting":
+            intra = min(CPU_THREADS, intra)
+        layout = replace(
+            layout,
+            intra_threads=intra,
+            inter_threads=1,
+            execution_mode="sequential",
+            spinning=False,
+            worker_cpus=(),
+            caller_cpus=(),
+            intra_from=layout.intra_from if layout.intra_from == "setting" else "backend",
+        )
+        for key in ("cpu_binding", "execution_mode", "allow_spinning"):
+            layout = layout.ignore(key, NOT_HONOURED)
+        return layout
 
-    def session_options(self, settings: Settings):
-        options = base_options(settings)
-        options.intra_op_num_threads = self.cpu_threads(settings)
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return options
-
-    def providers(self, settings: Settings) -> list:
+    def providers(self, settings: Settings, layout: ThreadLayout) -> list:
+        """CUDA, then the CPU for the nodes CUDA cannot run. Only the CPU when the driver
+        reports fewer devices than ``device_id`` (:meth:`check_session` then says why)."""
+        count, problem = cuda_device_count()
+        if not problem and settings["device_id"] >= count:
+            return [CPU]
         cuda_options: dict[str, Any] = {
             "device_id": settings["device_id"],
             "arena_extend_strategy": "kSameAsRequested",
@@ -66,13 +80,16 @@ class CudaHybrid(Backend):
             cuda_options["gpu_mem_limit"] = settings["gpu_mem_limit"] * 1024 * 1024
         return [(CUDA, cuda_options), CPU]
 
+    def session_options(self, settings: Settings):
+        return base_options(settings)
+
+    def check_session(self, session: Any, plan: Any) -> None:
+        """The truth: if CUDA is not among the session's providers, say why."""
+        if CUDA not in session.get_providers():
+            _refuse_or_warn(why_cuda_is_off(plan.settings), plan.settings)
+
     def describe(self, settings: Settings) -> dict[str, Any]:
-        return {
-            "providers": self.providers(settings),
-            "cpu_intra_threads": self.cpu_threads(settings),
-            "cpu_spinning": False,
-            "strict_device": settings["strict_device"],
-        }
+        return {"strict_device": settings["strict_device"], "device_id": settings["device_id"]}
 
 
 def _version(distribution: str) -> str | None:
@@ -121,42 +138,12 @@ def why_cuda_is_off(settings: Settings) -> str:
     return "ONNX Runtime did not activate CUDA (its log above may say why)"
 
 
-def _is_mine(plan) -> bool:
-    return plan.backend.name == CudaHybrid.name
-
-
 def _refuse_or_warn(reason: str, settings: Settings) -> None:
     if settings["strict_device"]:
         raise BackendError(f"cuda-hybrid: CUDA is not used: {reason} (strict_device is set)")
-    warn(f"cuda-hybrid: CUDA is not used, running on the CPU: {reason}")
+    log.warning(f"cuda-hybrid: CUDA is not used, running on the CPU: {reason}")
 
 
 @hookimpl
 def register_backends(register):
     register(CudaHybrid())
-
-
-@hookimpl(trylast=True)
-def adjust_session(plan) -> None:
-    """Drop CUDA before building when it cannot work (missing build, device out of range)."""
-    if not _is_mine(plan):
-        return
-    import onnxruntime as ort
-
-    if CUDA in ort.get_available_providers():
-        count, problem = cuda_device_count()
-        if problem or plan.settings["device_id"] < count:
-            return  # let ORT try; session_created checks what it really did
-    reason = why_cuda_is_off(plan.settings)
-    _refuse_or_warn(reason, plan.settings)
-    plan.providers = [p for p in plan.providers if provider_name(p) != CUDA]
-
-
-@hookimpl
-def session_created(session, plan) -> None:
-    """The truth: if CUDA was asked for but is not among the session's providers, say why."""
-    if not _is_mine(plan):
-        return
-    asked = any(provider_name(p) == CUDA for p in plan.providers)
-    if asked and CUDA not in session.get_providers():
-        _refuse_or_warn(why_cuda_is_off(plan.settings), plan.settings)

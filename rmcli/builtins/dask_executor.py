@@ -2,8 +2,8 @@
 
 The client resolves every setting once and ships the resolved values with each chunk; a
 worker builds its session on its first chunk and reuses it (the process-wide session cache)
-for every later chunk. Only ``intra_threads`` is sized on the worker, to its ``nthreads``,
-when the user left it unset. Importing this module does not import Dask.
+for every later chunk. The thread layout is resolved on the worker, for its ``nthreads``
+cores (see :mod:`rmcli.engine.layout`). Importing this module does not import Dask.
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli import hookimpl
+from rmcli.contracts.clock import untimed
+from rmcli.contracts.executor import Executor
 from rmcli.errors import RmcliError, UsageError
-from rmcli.executors import Executor
+from rmcli.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import threading
 
-    from rmcli.batch import OutputOptions, Result
-    from rmcli.inputs import Job
-    from rmcli.remover import Remover
-    from rmcli.settings import Settings
+    from rmcli.config.settings import Settings
+    from rmcli.contracts.jobs import Job, Result
+    from rmcli.contracts.output import OutputOptions
+    from rmcli.engine.remover import Remover
 
 CHUNKS_PER_THREAD = 4  # enough chunks to balance uneven images and to lose little on worker loss
 MAX_CHUNK = 32
@@ -66,11 +67,12 @@ class DaskExecutor(Executor):
         jobs: Sequence[Job],
         options: OutputOptions,
         stop: threading.Event | None = None,
+        clock=untimed,
     ) -> Iterator[tuple[int, Result]]:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        from rmcli.batch import Result
+        from rmcli.contracts.jobs import Result
 
         if any(job.source is None or job.output is None for job in jobs):
             raise UsageError("the dask executor cannot read stdin or write stdout")
@@ -164,13 +166,6 @@ def connect(settings: Settings) -> Iterator[Any]:
         yield client
 
 
-def settings_for_worker(settings: Settings, nthreads: int) -> Settings:
-    """The client's settings, with ``intra_threads`` sized to this worker if left unset."""
-    if settings["intra_threads"] is None:  # an explicit number or "auto" is kept
-        return settings.with_values(f"dask worker nthreads={nthreads}", intra_threads=nthreads)
-    return settings
-
-
 def run_chunk(
     settings: Settings, chunk: list[tuple[int, Job]], options: OutputOptions
 ) -> list[tuple[int, str | None]]:
@@ -179,20 +174,16 @@ def run_chunk(
     Writes are atomic and deterministic, so a chunk that Dask runs again after a worker was
     lost rewrites the same whole files.
     """
-    from dataclasses import replace
-
     from distributed import get_worker
 
-    from rmcli.batch import run_local
-    from rmcli.remover import Remover
+    from rmcli.engine.remover import Remover
+    from rmcli.engine.runner import run_local
 
     try:
         nthreads = get_worker().state.nthreads
     except ValueError:  # not on a worker (e.g. dask's synchronous scheduler)
         nthreads = 1
-    remover = Remover(settings=settings_for_worker(settings, nthreads))
-    if options.threads is None:  # encoding threads from the worker's share, not the machine's
-        options = replace(options, threads=max(1, nthreads // remover.settings["inflight"]))
+    remover = Remover(settings=settings, cores=nthreads)  # the layout of this worker's cores
     results = run_local(remover, [job for _, job in chunk], options)
     return [(index, result.error) for (index, _), result in zip(chunk, results, strict=True)]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rmcli import hookimpl
 from rmcli.builtins.u2net_models import RELEASES
-from rmcli.families import ISNET_MEAN, UNIT_STD
-from rmcli.models import IMAGENET_MEAN, Model, Weights
+from rmcli.contracts.model import IMAGENET_MEAN, Model, Weights
+from rmcli.engine.families import ISNET_MEAN, UNIT_STD
+from rmcli.hookspecs import hookimpl
 
 MODELS = [
     Model(

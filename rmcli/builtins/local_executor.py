@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rmcli import hookimpl
-from rmcli.executors import Executor
+from rmcli.contracts.clock import untimed
+from rmcli.contracts.executor import Executor
+from rmcli.hookspecs import hookimpl
 
 
 class LocalExecutor(Executor):
@@ -11,10 +12,10 @@ class LocalExecutor(Executor):
     summary = "In this process, on this machine's cores (default)"
     in_process = True
 
-    def run(self, remover, jobs, options, stop=None):
-        from rmcli.batch import run_local
+    def run(self, remover, jobs, options, stop=None, clock=untimed):
+        from rmcli.engine.runner import run_local
 
-        return enumerate(run_local(remover, jobs, options, stop))
+        return enumerate(run_local(remover, jobs, options, stop, clock))
 
 
 @hookimpl

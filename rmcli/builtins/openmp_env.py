@@ -10,17 +10,22 @@ option. The PyPI onnxruntime has no OpenMP, so the variable only works through t
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import replace
 from importlib import metadata
 from typing import Any
 
-from rmcli import hookimpl
-from rmcli.backends import Backend, provider_name
+from rmcli.config.settings import Settings
+from rmcli.contracts.backend import Backend, provider_name
+from rmcli.contracts.plan import ThreadLayout
 from rmcli.errors import ConfigError
-from rmcli.plugins import warn
-from rmcli.settings import Settings
+from rmcli.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
 
 ACCELERATED_BUILDS = ("onnxruntime-gpu", "onnxruntime-rocm", "onnxruntime-openvino")
+NOT_HONOURED = "it takes both thread counts from OMP_NUM_THREADS, like rembg 2.0.86"
 
 
 class OpenmpEnv(Backend):
@@ -43,19 +48,29 @@ class OpenmpEnv(Backend):
             )
         return value
 
+    def adjust_layout(self, layout: ThreadLayout, settings: Settings) -> ThreadLayout:
+        """rembg's: OMP_NUM_THREADS in both counts (0 or unset: ORT's defaults), nothing else."""
+        threads = self.threads() or None
+        layout = replace(
+            layout,
+            intra_threads=threads,
+            inter_threads=threads,
+            execution_mode=None,
+            spinning=None,
+            worker_cpus=(),
+            caller_cpus=(),
+            intra_from="backend",
+        )
+        for key in ("intra_threads", "inter_threads", "cpu_binding", "execution_mode"):
+            layout = layout.ignore(key, NOT_HONOURED)
+        return layout.ignore("allow_spinning", "rembg leaves spinning to ONNX Runtime")
+
     def session_options(self, settings: Settings):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        threads = self.threads()
-        if threads is not None:
-            if options.inter_op_num_threads == 0:
-                options.inter_op_num_threads = threads
-            if options.intra_op_num_threads == 0:
-                options.intra_op_num_threads = threads
-        return options
+        return ort.SessionOptions()
 
-    def providers(self, settings: Settings) -> list:
+    def providers(self, settings: Settings, layout: ThreadLayout) -> list:
         if not any(_installed(name) for name in ACCELERATED_BUILDS):
             return ["CPUExecutionProvider"]  # what rembg picks on the CPU build of onnxruntime
         import onnxruntime as ort
@@ -69,15 +84,18 @@ class OpenmpEnv(Backend):
             return ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
+    def check_session(self, session: Any, plan: Any) -> None:
+        """rembg's warning when an accelerator was requested but the session runs on the CPU."""
+        names = [provider_name(p) for p in plan.providers]
+        wanted = [p for p in names if p != "CPUExecutionProvider"]
+        if wanted and not [p for p in session.get_providers() if p != "CPUExecutionProvider"]:
+            log.warning(
+                f"{', '.join(wanted)} was requested but the session runs on the CPU: ONNX "
+                "Runtime could not load the provider (see its message above)"
+            )
+
     def describe(self, settings: Settings) -> dict[str, Any]:
-        threads = self.threads()
-        default = "ORT default (one per physical core, pinned)"
-        return {
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "intra_threads": threads or default,
-            "inter_threads": threads or "ORT default (unused in sequential mode)",
-            "affinity": "none set" if threads else "ORT pins its workers itself",
-        }
+        return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def _installed(distribution: str) -> bool:
@@ -91,17 +109,3 @@ def _installed(distribution: str) -> bool:
 @hookimpl
 def register_backends(register):
     register(OpenmpEnv())
-
-
-@hookimpl
-def session_created(session, plan):
-    """rembg's warning when an accelerator was requested but the session runs on the CPU."""
-    if plan.backend.name != OpenmpEnv.name:
-        return
-    names = [provider_name(p) for p in plan.providers]
-    wanted = [p for p in names if p != "CPUExecutionProvider"]
-    if wanted and not [p for p in session.get_providers() if p != "CPUExecutionProvider"]:
-        warn(
-            f"{', '.join(wanted)} was requested but the session runs on the CPU: ONNX Runtime "
-            "could not load the provider (see its message above)"
-        )

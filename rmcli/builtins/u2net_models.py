@@ -6,9 +6,9 @@ Values as in rembg 2.0.86: 320x320 (cloth: 768x768) ImageNet normalisation, loca
 
 from __future__ import annotations
 
-from rmcli import hookimpl
-from rmcli.families import ClippedU2netModel, ClothSegModel
-from rmcli.models import Model, Weights, WheelSource
+from rmcli.contracts.model import Model, Weights, WheelSource
+from rmcli.engine.families import ClippedU2netModel, ClothSegModel
+from rmcli.hookspecs import hookimpl
 
 RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
 

@@ -33,6 +33,11 @@ def _register_commands() -> None:
 
 def main() -> None:
     """Console entry point: expected failures become one line on stderr and an exit code."""
+    import logging
+
+    from rmcli.log import install_cli_handler, remove_cli_handler
+
+    install_cli_handler(logging.DEBUG if os.environ.get("RMCLI_DEBUG") else logging.INFO)
     _register_commands()
     try:
         app(prog_name="rmcli")
@@ -44,3 +49,5 @@ def main() -> None:
     except KeyboardInterrupt:
         print("rmcli: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        remove_cli_handler()

@@ -50,7 +50,7 @@ def bench(
     values = core.parse_sets(sets or [])
     paths = core.find_images(images or [])
     if backends:
-        from rmcli.plugins import get_backend
+        from rmcli.engine.registry import get_backend
 
         for name in backends:
             get_backend(name)  # an unknown name fails here, with the known ones listed

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Annotated, Any
 
 import typer
+
+log = logging.getLogger("rmcli.cli.config")
 
 config_app = typer.Typer(
     help="Show and change settings. Precedence: flags > environment (RMCLI_*) > config file > "
@@ -33,7 +36,7 @@ def _plain(value: Any) -> str:
 @config_app.command("path")
 def path() -> None:
     """Print the config file's path (RMCLI_CONFIG, else the user config folder)."""
-    from rmcli.settings import config_path
+    from rmcli.config.file import config_path
 
     typer.echo(str(config_path()))
 
@@ -41,8 +44,8 @@ def path() -> None:
 @config_app.command("get")
 def get(key: KeyArg) -> None:
     """Print the effective value of KEY (from whichever layer sets it)."""
-    from rmcli.config_file import get_plugin_value, plugin_key
-    from rmcli.settings import config_path, known_setting, resolve
+    from rmcli.config.file import config_path, get_plugin_value, plugin_key
+    from rmcli.config.settings import known_setting, resolve
 
     if plugin_key(key) is not None:
         typer.echo(_plain(get_plugin_value(config_path(), key)))
@@ -57,9 +60,8 @@ def set_(
     value: Annotated[str, typer.Argument(help="The new value, checked before it is written.")],
 ) -> None:
     """Write KEY = VALUE to the config file (checked first; other keys are kept)."""
-    from rmcli.config_file import plugin_key, plugin_value, set_value
-    from rmcli.plugins import warn
-    from rmcli.settings import config_path, known_setting
+    from rmcli.config.file import config_path, plugin_key, plugin_value, set_value
+    from rmcli.config.settings import known_setting
 
     path = config_path()
     if plugin_key(key) is not None:
@@ -72,11 +74,11 @@ def set_(
     set_value(path, key, stored)
     shadow = setting.env_override()
     if shadow is not None:
-        warn(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
+        log.warning(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
 
 
 def _check_registered(key: str, name: str) -> None:
-    from rmcli.plugins import get_backend, get_model
+    from rmcli.engine.registry import get_backend, get_model
 
     (get_model if key == "model" else get_backend)(name)
 
@@ -84,21 +86,20 @@ def _check_registered(key: str, name: str) -> None:
 @config_app.command("unset")
 def unset(key: KeyArg) -> None:
     """Remove KEY from the config file, so the next layer down applies again."""
-    from rmcli.config_file import plugin_key, unset_value
-    from rmcli.plugins import warn
-    from rmcli.settings import SETTINGS, config_path, known_setting
+    from rmcli.config.file import config_path, plugin_key, unset_value
+    from rmcli.config.settings import SETTINGS, known_setting
 
     path = config_path()
     removed = unset_value(path, key)
     if plugin_key(key) is not None:
         if not removed:
-            warn(f"{key} was not set in {path}")
+            log.warning(f"{key} was not set in {path}")
         return
     if not removed:
         known_setting(key)  # an unknown key that was not in the file either
-        warn(f"{key} was not set in {path}")
+        log.warning(f"{key} was not set in {path}")
     if key in SETTINGS and (shadow := SETTINGS[key].env_override()) is not None:
-        warn(f"{shadow}={os.environ[shadow]} in the environment still sets {key}")
+        log.warning(f"{shadow}={os.environ[shadow]} in the environment still sets {key}")
 
 
 @config_app.command("list")
@@ -112,7 +113,8 @@ def list_(
 
     Options of [plugins.<name>] tables follow, as plugins.<name>.<option>.
     """
-    from rmcli.settings import config_path, format_value, resolve
+    from rmcli.config.file import config_path
+    from rmcli.config.settings import format_value, resolve
 
     settings = resolve()
     found = [(key, settings[key], settings.source(key)) for key in settings]

@@ -17,8 +17,8 @@ models_app = typer.Typer(
 
 
 def _store():
-    from rmcli.session import store_for
-    from rmcli.settings import resolve
+    from rmcli.config.settings import resolve
+    from rmcli.engine.session import store_for
 
     return store_for(resolve())
 
@@ -28,7 +28,7 @@ def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Every known model: cached or not, size and path."""
-    from rmcli.plugins import models
+    from rmcli.engine.registry import models
 
     store = _store()
     rows = []
@@ -64,7 +64,7 @@ def list_models(
 @models_app.command("pull")
 def pull(names: Annotated[list[str], typer.Argument(help="Model names.")]) -> None:
     """Fetch models' weights into the cache (verified by checksum)."""
-    from rmcli.plugins import get_model
+    from rmcli.engine.registry import get_model
 
     chosen = [get_model(name) for name in names]
     store = _store()
@@ -81,8 +81,8 @@ def import_weights(
     name: Annotated[str, typer.Option("--as", help="The model it holds (rmcli models list).")],
 ) -> None:
     """Copy a weights file into the cache for a known model, after checking its checksum."""
+    from rmcli.engine.registry import get_model
     from rmcli.errors import UsageError
-    from rmcli.plugins import get_model
 
     try:
         model = get_model(name)
@@ -94,7 +94,7 @@ def import_weights(
 @models_app.command("verify")
 def verify() -> None:
     """Re-hash every cached weights file; exit 1 if any does not match its checksum."""
-    from rmcli.plugins import models
+    from rmcli.engine.registry import models
 
     store = _store()
     checked = bad = 0
@@ -119,7 +119,7 @@ def verify() -> None:
 @models_app.command("rm")
 def remove_weights(names: Annotated[list[str], typer.Argument(help="Model names.")]) -> None:
     """Delete models' weights from the cache."""
-    from rmcli.plugins import get_model
+    from rmcli.engine.registry import get_model
 
     chosen = [get_model(name) for name in names]
     store = _store()

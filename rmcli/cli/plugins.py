@@ -14,7 +14,7 @@ def plugins(as_json: JsonFlag = False) -> None:
     """Every plugin (built-in and installed): name, version and hooks."""
     from dataclasses import asdict
 
-    from rmcli.plugins import plugin_infos
+    from rmcli.engine.registry import plugin_infos
 
     infos = plugin_infos()
     if as_json:
@@ -27,15 +27,20 @@ def plugins(as_json: JsonFlag = False) -> None:
 
 def backends(as_json: JsonFlag = False) -> None:
     """Every backend: availability, reason and the providers it would use."""
-    from rmcli.backends import provider_name
-    from rmcli.plugins import backends as all_backends
-    from rmcli.settings import resolve
+    from rmcli.config.settings import resolve
+    from rmcli.contracts.backend import provider_name
+    from rmcli.engine.layout import resolve_layout
+    from rmcli.engine.registry import backends as all_backends
 
     settings = resolve()
     rows = []
     for name, backend in sorted(all_backends().items()):
-        ok, reason = backend.availability()
-        providers = [provider_name(p) for p in backend.providers(settings)]
+        try:
+            ok, reason = backend.availability()
+            layout = resolve_layout(settings, backend, measure_idle=lambda cpus, limit: limit)
+            providers = [provider_name(p) for p in backend.providers(settings, layout)]
+        except Exception as exc:  # a broken plugin backend is listed, not fatal
+            ok, reason, providers = False, f"its plugin failed: {type(exc).__name__}: {exc}", []
         rows.append(
             {
                 "name": name,

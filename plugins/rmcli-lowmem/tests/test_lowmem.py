@@ -62,7 +62,7 @@ def test_threads_from_the_plugin_table_and_bad_values(env):
     from rmcli import Remover
 
     remover = Remover(backend="lowmem")
-    assert remover.backend.describe(remover.settings)["intra_threads"] == 1
+    assert remover.layout.intra_threads == 1
     (env / "config.toml").write_text("[plugins.lowmem]\nthreads = 'many'\n")
     done = rmcli("remove", str(PHOTO), "-o", str(env / "out"), "--backend", "lowmem")
     assert done.returncode == 2

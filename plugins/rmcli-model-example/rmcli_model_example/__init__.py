@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 
-from rmcli import hookimpl
-from rmcli.models import Model, Weights
+from rmcli import Model, Weights, hookimpl
 
 WEIGHTS = files(__package__) / "studio-white.onnx"
 

@@ -71,8 +71,8 @@ def test_the_python_api_and_the_checksum_guard(tmp_path):
 
     import dataclasses
 
+    from rmcli.engine.weights import WeightsStore
     from rmcli.errors import ModelError
-    from rmcli.weights import WeightsStore
 
     tampered = tmp_path / "studio-white.onnx"
     tampered.write_bytes(open(MODEL.weights.path, "rb").read() + b"\0")

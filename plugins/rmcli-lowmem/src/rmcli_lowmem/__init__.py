@@ -8,12 +8,10 @@ file: ``threads`` (an integer, overrides the quota).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-import rmcli
-from rmcli.backends import Backend, base_options
-from rmcli.cpus import cgroup_cpu_limit, usable_cpu_count
-from rmcli.errors import ConfigError
+from rmcli import Backend, ConfigError, ThreadLayout, base_options, cgroup_cpu_limit, hookimpl
 
 __version__ = "0.1.0"
 
@@ -24,40 +22,34 @@ class LowMem(Backend):
     name = "lowmem"
     summary = "CPU, sequential, no memory arena or pattern, threads from the cgroup quota"
 
-    def threads(self, settings) -> int:
-        """``[plugins.lowmem] threads``, else ``intra_threads``, else the usable cores."""
+    def adjust_layout(self, layout: ThreadLayout, settings) -> ThreadLayout:
+        """``[plugins.lowmem] threads`` if set, else rmcli's count; sequential, no spinning."""
         configured = settings.plugin("lowmem").get("threads")
+        intra, source = layout.intra_threads, layout.intra_from
         if configured is not None:
             if isinstance(configured, bool) or not isinstance(configured, int) or configured < 1:
                 raise ConfigError(f"[plugins.lowmem] threads = {configured!r} is not a count >= 1")
-            return configured
-        if isinstance(settings["intra_threads"], int):
-            return settings["intra_threads"]
-        return usable_cpu_count()
+            intra, source = configured, "backend"
+        layout = replace(
+            layout,
+            intra_threads=intra,
+            inter_threads=1,
+            execution_mode="sequential",
+            spinning=False,
+            intra_from=source,
+        )
+        return layout.ignore("allow_spinning", "spinning threads burn the CPU quota")
 
     def session_options(self, settings):
-        import onnxruntime as ort
-
         options = base_options(settings)  # rmcli's shared defaults: graph level, log level
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
-        options.intra_op_num_threads = self.threads(settings)
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
     def describe(self, settings) -> dict[str, Any]:
-        return {
-            "intra_threads": self.threads(settings),
-            "cgroup_cpu_limit": cgroup_cpu_limit(),
-            "cpu_mem_arena": False,
-            "mem_pattern": False,
-            "spinning": False,
-        }
+        return {"cgroup_cpu_limit": cgroup_cpu_limit(), "cpu_mem_arena": False}
 
 
-@rmcli.hookimpl
+@hookimpl
 def register_backends(register):
     register(LowMem())

@@ -1,6 +1,6 @@
 """Model families: the Model subclasses behind the catalogue, and custom weights by family.
 
-Every family pre-processes like rembg (:meth:`rmcli.models.Model.preprocess`); they differ in
+Every family pre-processes like rembg (:meth:`rmcli.Model.preprocess`); they differ in
 input size, normalisation and how the network's output becomes one mask.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rmcli.contracts.model import IMAGENET_MEAN, IMAGENET_STD, Model, Weights, stretched_mask
 from rmcli.errors import UsageError
-from rmcli.models import IMAGENET_MEAN, IMAGENET_STD, Model, Weights, stretched_mask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,12 @@ class BiRefNetModel(Model):
         return stretched_mask(1 / (1 + np.exp(-logits)), size)
 
 
-CLOTH_CATEGORIES = {"upper": (1,), "lower": (2,), "full": (3,), "attire": (1, 2, 3)}
+CLOTH_CATEGORIES: dict[str, tuple[int, ...]] = {
+    "upper": (1,),
+    "lower": (2,),
+    "full": (3,),
+    "attire": (1, 2, 3),
+}
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,3 @@ def custom_model(path: str | Path, family: str) -> Model:
     weights = Weights(filename=file.name, path=str(file))
     summary = f"custom {family}-family weights {file}"
     return cls(name=f"custom:{file}", summary=summary, weights=weights, family=family, **spec)
-
-
-def model_for(settings: Mapping[str, Any]) -> Model:
-    """The model the settings ask for: ``model_path`` (custom weights) wins over ``model``."""
-    from rmcli.plugins import get_model
-
-    if settings.get("model_path"):
-        return custom_model(settings["model_path"], settings.get("model_family") or "")
-    return get_model(settings["model"]).configure(settings)

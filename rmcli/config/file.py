@@ -1,4 +1,4 @@
-"""Changing the user config file safely: under a lock, through a temporary file and a rename.
+"""The user config file: reading it, and changing it safely (a lock, a temporary file, a rename).
 
 Every change reads the file, edits the parsed table and writes it back whole with tomli-w, so
 concurrent ``rmcli config set`` calls never lose an update and a writer that dies half-way
@@ -9,18 +9,59 @@ not kept. A file that is not valid TOML is never overwritten.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rmcli.atomic import atomic_path
 from rmcli.errors import ConfigError
-from rmcli.settings import read_config_file
 
+CONFIG_ENV = "RMCLI_CONFIG"
 LOCK_TIMEOUT_S = 30.0
 PLUGINS = "plugins"
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The config file: ``$RMCLI_CONFIG``, else ``config.toml`` in the user config folder."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("rmcli")) / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file (empty when absent); a broken file is a :class:`ConfigError`."""
+    try:
+        if path.exists() and not path.is_file():  # a FIFO would block, a folder cannot be read
+            raise ConfigError(f"{path}: the config file is not a regular file")
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: the config file is not UTF-8 text (byte {exc.object[exc.start]:#x} at "
+            f"offset {exc.start}); TOML files must be UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML {_toml_error(exc)}") from None
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
+    """``at line L, column C: reason`` from tomllib's message ``reason (at line L, column C)``."""
+    message = str(exc)
+    match = re.fullmatch(r"(?s)(.*) \((at line \d+, column \d+|at end of document)\)", message)
+    if match:
+        return f"{match[2]}: {match[1]}"
+    return f": {message}"
 
 
 def lock_path(path: Path) -> Path:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmcli import storage
-from rmcli.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES
-from rmcli.storage import Location
+from rmcli.images import storage
+from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES
+from rmcli.images.storage import Location
 
 STDIO = "-"
 

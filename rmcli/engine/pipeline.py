@@ -1,7 +1,7 @@
 """The local batch runner: several images in flight around one shared session.
 
-Each image is handled from start to end by :func:`rmcli.batch.process` on one of ``inflight``
-worker threads, so while one image is in inference the others are being decoded,
+Each image is handled from start to end by :func:`rmcli.engine.runner.process` on one of
+``inflight`` worker threads, so while one image is in inference the others are being decoded,
 pre-processed, post-processed or encoded (Pillow, numpy, zlib and ONNX Runtime release the
 GIL). Inference itself runs one image at a time on all the session's threads: on this kind of
 machine two concurrent runs are no faster than one after the other, and each run in flight
@@ -17,23 +17,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
 
-from rmcli.errors import InputError
+from rmcli.contracts.clock import Clock, untimed
+from rmcli.contracts.jobs import Job, Result
 
-if TYPE_CHECKING:
-    from rmcli.batch import OutputOptions, Result
-    from rmcli.inputs import Job
-    from rmcli.remover import Remover
-
-Clock = Callable[[str], AbstractContextManager]
 LOOKAHEAD = 2  # jobs queued per worker: a slow image does not leave the other workers idle
-
-
-def untimed(stage: str) -> AbstractContextManager:
-    """The clock that times nothing."""
-    return nullcontext()
 
 
 def gated(clock: Clock, gates: dict[str, threading.Semaphore]) -> Clock:
@@ -56,22 +45,19 @@ def gated(clock: Clock, gates: dict[str, threading.Semaphore]) -> Clock:
 
 
 def run_pipelined(
-    remover: Remover,
+    handle: Callable[[Job, Clock], Result],
     jobs: Iterable[Job],
-    options: OutputOptions,
     stop: threading.Event | None = None,
     *,
     inflight: int = 2,
     clock: Clock = untimed,
 ) -> Iterator[Result]:
-    """Process ``jobs`` with ``inflight`` images at a time; yield their results in input order.
+    """``handle(job, clock)`` for every job, ``inflight`` at a time; results in input order.
 
-    Once ``stop`` is set no further job is started; the ones already started finish.
+    The inference stage is gated: one image at a time. Once ``stop`` is set no further job
+    is started; the ones already started finish.
     """
-    from rmcli.batch import Result, process
-
-    gates = {"inference": threading.Semaphore(1)}
-    timed = gated(clock, gates)
+    timed = gated(clock, {"inference": threading.Semaphore(1)})
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -79,11 +65,7 @@ def run_pipelined(
     def one(job: Job) -> Result | None:
         if stopped():
             return None  # never started
-        try:
-            process(remover, job, options, timed)
-        except InputError as exc:
-            return Result(job, str(exc))
-        return Result(job)
+        return handle(job, timed)
 
     if inflight <= 1:  # one image at a time, in this thread
         for job in jobs:

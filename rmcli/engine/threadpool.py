@@ -7,23 +7,24 @@ entries no longer apply. Sessions without the setting cannot be built in that pr
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
-from rmcli.cpus import usable_cpu_count
+from rmcli.contracts.plan import ThreadLayout
 from rmcli.errors import BackendError
-from rmcli.plugins import warn
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _sizes: tuple[int, int] | None = None
 
 
-def apply(options: Any, shared: bool) -> None:
+def apply(options: Any, layout: ThreadLayout, shared: bool) -> None:
     """Make ``options`` (an ``ort.SessionOptions``) use the shared pool, creating it once.
 
-    The pool is sized from the first shared session's thread counts (0 becomes the usable
-    cores, never ORT's pinned default). Raises :class:`BackendError` when a session without the
-    setting is built after the shared pool exists (ORT would refuse it with a cryptic error).
+    The pool is sized from the first shared session's layout (an ORT default becomes the
+    usable cores). Raises :class:`BackendError` when a session without the setting is built
+    after the shared pool exists (ORT would refuse it with a cryptic error).
     """
     global _sizes
     with _lock:
@@ -37,15 +38,12 @@ def apply(options: Any, shared: bool) -> None:
             return
         import onnxruntime as ort
 
-        wanted = (
-            options.intra_op_num_threads or usable_cpu_count(),
-            options.inter_op_num_threads or 1,
-        )
+        wanted = (layout.intra_threads or layout.usable_cpus, layout.inter_threads or 1)
         if _sizes is None:
             ort.set_global_thread_pool_sizes(*wanted)
             _sizes = wanted
         elif wanted != _sizes:
-            warn(
+            log.warning(
                 f"the shared thread pool already has {_sizes[0]} intra-op and {_sizes[1]} "
                 f"inter-op threads; this session asked for {wanted[0]}/{wanted[1]} and shares it"
             )

@@ -1,6 +1,6 @@
 """``rmcli tune``: search cpu-pinned layouts by successive halving and keep the fastest.
 
-The search runs in one fresh worker process (``python -m rmcli.tune``). All candidate
+The search runs in one fresh worker process (``python -m rmcli.tools.tune``). All candidate
 sessions are built first; then each round times every surviving candidate on the same
 images, interleaved image by image, so load from other processes hits all of them alike.
 After each round the slower half (by median time per image over all its images so far) is
@@ -19,19 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmcli.bench_worker import call, serve
 from rmcli.errors import RmcliError, UsageError
+from rmcli.tools.bench_worker import call, serve
 
-DEFAULT_BUDGET = 60.0
 FIRST_ROUND_IMAGES = 2
-TUNED_KEYS = (
-    "backend",
-    "intra_threads",
-    "execution_mode",
-    "inter_threads",
-    "allow_spinning",
-    "cpu_binding",
-)
 
 
 @dataclass
@@ -139,10 +130,11 @@ def successive_halving(
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """In the worker: build every candidate session, then halve by measurement."""
-    from rmcli.bench_worker import session_defaults
-    from rmcli.imaging import load_image
-    from rmcli.remover import Remover
-    from rmcli.settings import resolve
+    from rmcli.config.settings import resolve
+    from rmcli.engine.layout import pin_calling_thread
+    from rmcli.engine.remover import Remover
+    from rmcli.images.imaging import load_image
+    from rmcli.tools.bench_worker import session_defaults
 
     started = time.monotonic()
     flags = {"model": (request["model"], "tune --model")} if request["model"] else None
@@ -166,7 +158,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         if candidate.values["cpu_binding"]:
             remover = removers[id(candidate)]
             callers[id(candidate)] = caller = ThreadPoolExecutor(max_workers=1)
-            caller.submit(remover.backend.pin_calling_thread, remover.settings).result()
+            caller.submit(pin_calling_thread, remover.layout).result()
 
     def timed(remover: Remover, image: Any) -> float:
         began = time.perf_counter()
@@ -218,7 +210,7 @@ def run_tune(model: str | None, budget: float, images: Sequence[Path]) -> dict[s
         "images": [str(p) for p in images],
         "candidates": candidates(allowed_cpus(), usable_cpu_count()),
     }
-    result = call("rmcli.tune", request)
+    result = call("rmcli.tools.tune", request)
     if "error" in result:
         raise RmcliError(f"tune failed: {result['error']}")
     return result
@@ -239,8 +231,7 @@ def winner_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_settings(values: Mapping[str, Any]) -> Path:
     """Write ``values`` into the user config file (None removes a key); returns its path."""
-    from rmcli.config_file import update_config
-    from rmcli.settings import config_path
+    from rmcli.config.file import config_path, update_config
 
     def change(data: dict[str, Any]) -> None:
         for key, value in values.items():

@@ -7,94 +7,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from rmcli.colors import WHITE, Color
+from rmcli.contracts.output import ComposeOptions
 from rmcli.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
-
-Color = tuple[int, int, int, int]
-WHITE: Color = (255, 255, 255, 255)
-
-
-def parse_color(text: str | tuple | list) -> Color:
-    """RGBA from a colour name, ``#rgb``, ``#rrggbb[aa]``, ``r,g,b[,a]`` or a 3/4-tuple.
-
-    Raises ValueError with the reason (to follow the value in a message).
-    """
-    if isinstance(text, tuple | list):
-        parts = [int(v) for v in text]
-    else:
-        text = text.strip()
-        if "," in text:
-            try:
-                parts = [int(v) for v in text.split(",")]
-            except ValueError:
-                raise ValueError("is not r,g,b[,a] with integers 0-255") from None
-        else:
-            from PIL import ImageColor  # names and #hex forms
-
-            try:
-                parts = list(ImageColor.getrgb(text))
-            except ValueError:
-                raise ValueError("is not a colour (a name, #rrggbb[aa] or r,g,b[,a])") from None
-    if len(parts) not in (3, 4) or not all(0 <= v <= 255 for v in parts):
-        raise ValueError("needs 3 or 4 values from 0 to 255")
-    return (parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else 255)
-
-
-@dataclass(frozen=True)
-class ComposeOptions:
-    """What the written image looks like. Field names match rembg's ``remove()`` keywords."""
-
-    only_mask: bool = False
-    bgcolor: Color | None = None
-    bg_image: Path | None = None
-    premultiplied: bool = False
-    crop: bool = False
-    crop_margin: int = 0
-    crop_threshold: int = 10
-    alpha_matting: bool = False
-    alpha_matting_foreground_threshold: int = 240
-    alpha_matting_background_threshold: int = 10
-    alpha_matting_erode_size: int = 10
-    matting_max_pixels: int = 1_000_000
-    post_process_mask: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], **given: Any) -> ComposeOptions:
-        """Defaults from resolved ``settings``, then every ``given`` value that is not None."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(given) - names)
-        if unknown:
-            raise UsageError(f"unknown output option(s): {', '.join(unknown)}")
-        values = {k: settings[k] for k in names if k in settings}
-        values.update({k: v for k, v in given.items() if v is not None})
-        options = cls()
-        options = replace(options, **values)
-        return options.checked()
-
-    def checked(self) -> ComposeOptions:
-        """Normalised values (colour parsed, path made a Path); a bad value is a UsageError."""
-        bgcolor = self.bgcolor
-        if bgcolor is not None and not (isinstance(bgcolor, str) and not bgcolor.strip()):
-            try:
-                bgcolor = parse_color(bgcolor)
-            except ValueError as exc:
-                raise UsageError(f"bgcolor {bgcolor!r} {exc}") from None
-        else:
-            bgcolor = None
-        bg_image = Path(self.bg_image) if self.bg_image not in (None, "") else None
-        if not 0 <= self.crop_threshold <= 254:
-            raise UsageError("crop threshold must be between 0 and 254")
-        if self.crop_margin < 0:
-            raise UsageError("crop margin must be 0 or more")
-        return replace(self, bgcolor=bgcolor, bg_image=bg_image)
 
 
 def check_options(options: ComposeOptions) -> None:
@@ -102,7 +24,7 @@ def check_options(options: ComposeOptions) -> None:
     if options.bg_image is not None:
         load_background(options.bg_image)
     if options.alpha_matting:
-        from rmcli.matting import require_pymatting
+        from rmcli.images.matting import require_pymatting
 
         require_pymatting()
 
@@ -123,7 +45,7 @@ def compose(
     """
     from PIL import Image
 
-    from rmcli.imaging import cutout, has_alpha
+    from rmcli.images.imaging import cutout, has_alpha
 
     if options.post_process_mask:
         mask = post_process_mask(mask)
@@ -134,7 +56,7 @@ def compose(
         result.info = _metadata(image, result)
         return result
     if options.alpha_matting:
-        from rmcli.matting import matte_cutout
+        from rmcli.images.matting import matte_cutout
 
         result = matte_cutout(image, mask, options)
     else:
@@ -204,7 +126,7 @@ def cover(background: Image.Image, size: tuple[int, int]) -> Image.Image:
 def load_background(path: Path) -> Image.Image:
     """The background image at ``path`` (loaded once per process); unreadable: UsageError."""
     from rmcli.errors import InputError
-    from rmcli.imaging import load_image
+    from rmcli.images.imaging import load_image
 
     try:
         image = load_image(path, f"background image {path}")

@@ -1,4 +1,5 @@
-"""Stopping a batch cleanly: the first Ctrl-C lets the current image finish, then the batch stops.
+"""Stopping a batch cleanly: the first Ctrl-C (or SIGTERM) lets the started images finish,
+then the batch stops; a second one stops at once.
 
 The runner only needs a ``threading.Event``: it checks ``stop.is_set()`` before starting each
 image, so whatever executes the batch (one loop, a pipeline of threads) stops at an image
@@ -7,16 +8,19 @@ boundary and every output already started is completed and renamed into place.
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+log = logging.getLogger(__name__)
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 @contextmanager
-def stop_on_interrupt(stop: threading.Event) -> Iterator[threading.Event]:
-    """While active, SIGINT sets ``stop``; a second SIGINT raises KeyboardInterrupt at once.
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """While active, SIGINT or SIGTERM sets ``stop``; a second one raises KeyboardInterrupt.
 
     Outside the main thread (where no signal handler can be installed) it only yields ``stop``.
     """
@@ -28,13 +32,11 @@ def stop_on_interrupt(stop: threading.Event) -> Iterator[threading.Event]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(
-            "rmcli: interrupted: finishing the current image (Ctrl-C again to stop at once)",
-            file=sys.stderr,
-        )
+        log.info("interrupted: finishing the started images (Ctrl-C again to stop at once)")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

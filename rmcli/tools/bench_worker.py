@@ -1,4 +1,4 @@
-"""Measure one configuration in this (fresh) process: ``python -m rmcli.bench_worker``.
+"""Measure one configuration in this (fresh) process: ``python -m rmcli.tools.bench_worker``.
 
 Reads a JSON request on stdin, writes one JSON object on stdout: the measurements, or
 ``{"error": "..."}`` (exit code 2) when the configuration cannot run.
@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rmcli.config.settings import SETTINGS, Settings, Value, resolve
 from rmcli.errors import RmcliError
-from rmcli.settings import SETTINGS, Settings, Value, resolve
 
 # what "defaults": true resets (the thread layout); model, weights, device stay as resolved
 LAYOUT_KEYS = (
@@ -65,13 +65,13 @@ def peak_rss_mb() -> float:
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """Build the session, warm up, then time ``runs`` passes over the images."""
-    from rmcli.cpus import usable_cpu_count
-    from rmcli.remover import Remover
+    from rmcli.engine.layout import pin_calling_thread
+    from rmcli.engine.remover import Remover
 
     settings = settings_for(request)
     remover = Remover(settings=settings)
     session = remover.session
-    caller_cpus = remover.backend.pin_calling_thread(settings)  # as rmcli remove does
+    caller_cpus = pin_calling_thread(session.layout)  # as rmcli remove does
     images = [remover.load(path) for path in request["images"]]
     for image in images[: max(0, request.get("warmup", 1))]:
         remover.mask_of(image)
@@ -83,7 +83,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     cpu = time.process_time() - cpu  # read before the wall clock: wall time encloses CPU time
     wall = time.perf_counter() - wall
     stats = remover.stats()
-    cores = usable_cpu_count()
+    cores = session.layout.usable_cpus
     cpu_cores = cpu / wall if wall > 0 else 0.0
     options = session.plan.options
     return {

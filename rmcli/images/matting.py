@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from rmcli.compose import ComposeOptions
+    from rmcli.images.compose import ComposeOptions
 
 INSTALL_HINT = "alpha matting needs pymatting: pip install 'rmcli[matting]'"
 
@@ -34,7 +34,7 @@ def matte_cutout(image: Image.Image, mask: Image.Image, options: ComposeOptions)
     import numpy as np
     from PIL import Image, ImageChops
 
-    from rmcli.imaging import cutout, has_alpha
+    from rmcli.images.imaging import cutout, has_alpha
 
     require_pymatting()
     from pymatting.alpha.estimate_alpha_cf import estimate_alpha_cf

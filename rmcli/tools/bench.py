@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmcli.bench_worker import call
 from rmcli.errors import UsageError
+from rmcli.tools.bench_worker import call
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -72,7 +72,7 @@ def backend_configurations(names: Sequence[str], sets: Mapping[str, str]) -> lis
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     """``KEY=VALUE`` pairs into a dict; keys are checked against the settings table."""
-    from rmcli.settings import resolve
+    from rmcli.config.settings import resolve
 
     values: dict[str, str] = {}
     for pair in pairs:
@@ -87,7 +87,7 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
 
 def find_images(args: Sequence[str]) -> list[Path]:
     """Image files named by ``args`` (files, folders, globs); the bundled examples if none."""
-    from rmcli.inputs import expand
+    from rmcli.images.inputs import expand
 
     if not args:
         if not EXAMPLES.is_dir():
@@ -108,7 +108,7 @@ def find_images(args: Sequence[str]) -> list[Path]:
 def run_configuration(
     configuration: Configuration, images: Sequence[Path], runs: int, warmup: int = 1
 ) -> Row:
-    """Measure one configuration in a fresh ``python -m rmcli.bench_worker`` process."""
+    """Measure one configuration in a fresh ``python -m rmcli.tools.bench_worker`` process."""
     env = dict(os.environ)
     for name, value in configuration.env.items():
         if value is None:
@@ -123,7 +123,7 @@ def run_configuration(
         "runs": runs,
         "warmup": warmup,
     }
-    result = call("rmcli.bench_worker", request, env)
+    result = call("rmcli.tools.bench_worker", request, env)
     if "error" in result:
         return Row(configuration, error=result["error"])
     return Row(configuration, result)

@@ -1,0 +1,15 @@
+"""The stage clock: ``with clock("inference"): ...`` times one stage of one image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+Clock = Callable[[str], AbstractContextManager]
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
+
+
+def untimed(stage: str) -> AbstractContextManager:
+    """The clock that times nothing."""
+    return nullcontext()

@@ -1,0 +1,51 @@
+"""The Executor contract: where a batch of jobs runs (this process, a Dask cluster, ...).
+
+Executors are plugins (hook ``register_executors``). ``run`` yields ``(index, result)`` pairs
+as jobs finish, in any order; the batch runner puts them back into input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from rmcli.contracts.clock import Clock, untimed
+
+if TYPE_CHECKING:
+    import threading
+
+    from rmcli.contracts.jobs import Job, Result
+    from rmcli.contracts.output import OutputOptions
+
+
+class Executor:
+    """Base class for executors; ``name`` is what users pass to ``--executor``.
+
+    ``in_process`` is True when jobs run in this process: the runner then builds the session
+    before the first image so that a bad backend or model fails early.
+    """
+
+    name: str = ""
+    summary: str = ""
+    in_process: bool = False
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether this executor can run here, and why (or why not), in a few words."""
+        return True, "always available"
+
+    def run(
+        self,
+        remover,
+        jobs: Sequence[Job],
+        options: OutputOptions,
+        stop: threading.Event | None = None,
+        clock: Clock = untimed,
+    ) -> Iterator[tuple[int, Result]]:
+        """Process every job, yielding ``(index into jobs, result)`` as each one finishes.
+
+        ``remover`` is the :class:`rmcli.Remover` of the batch. An unusable input is a
+        result with an error; an :class:`rmcli.RmcliError` raised here stops the whole batch
+        (bad backend, unreachable cluster...). Once ``stop`` is set, start no further job.
+        ``clock(stage)`` times the stages of in-process work.
+        """
+        raise NotImplementedError

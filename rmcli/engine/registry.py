@@ -1,0 +1,311 @@
+"""The plugin manager: built-in plugins plus third-party ones from the ``rmcli`` entry points.
+
+Hooks are called through pluggy (so ``wrapper=True`` implementations, tracing and
+``check_pending`` work). Each plain implementation runs inside a guard: a plugin that raises
+is named in one warning and the other plugins go on; an :class:`RmcliError` from
+``adjust_session`` or ``session_created`` is a refusal and propagates. ``RMCLI_DISABLE_PLUGINS``
+(comma-separated names, like pytest's ``-p no:NAME``) blocks plugins before they load;
+``RMCLI_DEBUG`` traces every hook call to the ``rmcli.hooks`` logger.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from rmcli import hookspecs
+from rmcli.contracts.backend import Backend
+from rmcli.contracts.executor import Executor
+from rmcli.contracts.model import Model
+from rmcli.errors import RmcliError, UsageError
+from rmcli.version import __version__
+
+if TYPE_CHECKING:
+    from rmcli.contracts.plan import SessionPlan
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "rmcli"
+DISABLE_ENV = "RMCLI_DISABLE_PLUGINS"
+
+BUILTIN_PLUGINS = (
+    "rmcli.builtins.cpu_pinned",
+    "rmcli.builtins.cuda_hybrid",
+    "rmcli.builtins.openmp_env",
+    "rmcli.builtins.u2net_models",
+    "rmcli.builtins.isnet_models",
+    "rmcli.builtins.birefnet_models",
+    "rmcli.builtins.local_executor",
+    "rmcli.builtins.dask_executor",
+)
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+_DIST_OF: dict[str, tuple[str, str]] = {}
+_calling: contextvars.ContextVar[str] = contextvars.ContextVar("rmcli_plugin", default="?")
+
+
+def disabled_plugins(env: dict[str, str] | None = None) -> set[str]:
+    """Plugin names listed in ``RMCLI_DISABLE_PLUGINS``."""
+    raw = (os.environ if env is None else env).get(DISABLE_ENV, "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _blocked(name: str, disabled: set[str]) -> bool:
+    """A built-in is also known by its last part: ``dask_executor`` for its module."""
+    return name in disabled or name.rsplit(".", 1)[-1] in disabled
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built (and entry points loaded) once, on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            pm = pluggy.PluginManager("rmcli")
+            pm.add_hookspecs(hookspecs)
+            disabled = disabled_plugins()
+            for name in BUILTIN_PLUGINS:
+                if _blocked(name, disabled):
+                    pm.set_blocked(name)
+                    continue
+                _register(pm, importlib.import_module(name), name)
+            _load_entry_points(pm, disabled)
+            _check_pending(pm)
+            _guard_all(pm)
+            if os.environ.get("RMCLI_DEBUG"):
+                hooks_log = logging.getLogger("rmcli.hooks")
+                pm.trace.root.setwriter(lambda text: hooks_log.debug(text.rstrip()))
+                pm.enable_tracing()
+            _manager = pm
+        return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the plugin manager (tests; the next use loads the plugins again)."""
+    global _manager
+    with _lock:
+        _manager = None
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> bool:
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # pluggy refuses an implementation that does not fit its spec
+        log.warning(f"plugin {name!r} is not used: {exc}")
+        return False
+    return True
+
+
+def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        if _blocked(ep.name, disabled):
+            pm.set_blocked(ep.name)
+            continue
+        try:
+            plugin = ep.load()
+        except (Exception, SystemExit) as exc:  # a broken plugin must not take rmcli down
+            log.warning(
+                f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+            )
+            continue
+        if _register(pm, plugin, ep.name) and ep.dist is not None:
+            _DIST_OF[ep.name] = (ep.dist.name, ep.dist.version)
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """Report (and drop) each plugin implementing a hook rmcli does not have (a misspelling)."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            log.warning(f"plugin {name!r} is not used: {exc}")
+            pm.unregister(exc.plugin)
+
+
+def _guard_all(pm: pluggy.PluginManager) -> None:
+    """Wrap every plain hook implementation in :func:`_guarded` (wrappers are left alone)."""
+    for name in dir(pm.hook):
+        caller = getattr(pm.hook, name)
+        if not isinstance(caller, pluggy.HookCaller):
+            continue
+        for impl in caller.get_hookimpls():
+            if not (impl.hookwrapper or impl.wrapper):
+                impl.function = _guarded(impl.function, impl.plugin_name, name)
+
+
+def _guarded(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:
+        token = _calling.set(plugin)
+        before = _plan_parts(args) if hook == "adjust_session" else None
+        try:
+            return function(*args)
+        except RmcliError:
+            if hook.startswith("register_"):
+                log.warning(f"plugin {plugin!r} failed in {hook}; it is skipped")
+                return None
+            raise
+        except Exception as exc:
+            log.warning(f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            if before is not None:
+                _restore_broken_plan(args[0], before, plugin)
+            _calling.reset(token)
+
+    return call
+
+
+def _plan_parts(args: tuple[Any, ...]) -> tuple[Any, Any]:
+    plan = args[0]
+    return plan.options, list(plan.providers)
+
+
+def _restore_broken_plan(plan: SessionPlan, before: tuple[Any, Any], plugin: str) -> None:
+    """Undo what a plugin's ``adjust_session`` broke (options or providers of the wrong type)."""
+    import onnxruntime as ort
+
+    options, providers = before
+    if not isinstance(plan.options, ort.SessionOptions):
+        log.warning(
+            f"plugin {plugin!r} set plan.options to {type(plan.options).__name__} in "
+            "adjust_session (not an onnxruntime.SessionOptions); the change is undone"
+        )
+        plan.options = options
+    if not _valid_providers(plan.providers):
+        log.warning(
+            f"plugin {plugin!r} set plan.providers to {plan.providers!r} in adjust_session "
+            "(not a list of provider names or (name, options) pairs); the change is undone"
+        )
+        plan.providers = providers
+
+
+def _valid_providers(providers: Any) -> bool:
+    if not isinstance(providers, list) or not providers:
+        return False
+    return all(
+        isinstance(p, str)
+        or (
+            isinstance(p, tuple)
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], dict)
+        )
+        for p in providers
+    )
+
+
+def _collect(hook_name: str, kind: type) -> list[Any]:
+    """What every plugin registers through a registry hook; wrong objects are named, skipped."""
+    found: list[Any] = []
+
+    def register(item: Any) -> None:
+        plugin = _calling.get()
+        if not isinstance(item, kind) or not isinstance(getattr(item, "name", None), str):
+            log.warning(
+                f"plugin {plugin!r} registered {item!r} in {hook_name}, which is not a "
+                f"{kind.__name__}; it is skipped"
+            )
+            return
+        found.append(item)
+
+    getattr(get_plugin_manager().hook, hook_name)(register=register)
+    return found
+
+
+def call_hook(hook_name: str, **kwargs: Any) -> None:
+    """Call a notification hook (``adjust_session``, ``session_created``) on every plugin."""
+    getattr(get_plugin_manager().hook, hook_name)(**kwargs)
+
+
+def _by_name(items: list[Any], kind: str) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for item in items:  # in pluggy's call order: the latest registered plugin first
+        if item.name in table:
+            log.warning(f"{kind} {item.name!r} is registered twice; the later one wins")
+        table[item.name] = item
+    return table
+
+
+def backends() -> dict[str, Backend]:
+    """Every registered backend, by name."""
+    return _by_name(_collect("register_backends", Backend), "backend")
+
+
+def models() -> dict[str, Model]:
+    """Every registered model, by name."""
+    return _by_name(_collect("register_models", Model), "model")
+
+
+def executors() -> dict[str, Executor]:
+    """Every registered executor, by name."""
+    return _by_name(_collect("register_executors", Executor), "executor")
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``, or a :class:`UsageError` listing the known ones."""
+    return _lookup(backends(), name, "backend")
+
+
+def get_model(name: str) -> Model:
+    """The model called ``name``, or a :class:`UsageError` listing the known ones."""
+    return _lookup(models(), name, "model")
+
+
+def get_executor(name: str) -> Executor:
+    """The executor called ``name``; a :class:`UsageError` if unknown or unavailable here."""
+    executor = _lookup(executors(), name, "executor")
+    ok, reason = executor.availability()
+    if not ok:
+        raise UsageError(f"executor {name!r} is not available: {reason}")
+    return executor
+
+
+def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
+    try:
+        return table[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, table, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(sorted(table)) or "none"
+        raise UsageError(f"unknown {kind} {name!r}{hint}; known: {known}") from None
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``rmcli plugins`` shows for one plugin."""
+
+    name: str
+    version: str
+    hooks: list[str]
+    builtin: bool
+
+
+def plugin_infos() -> list[PluginInfo]:
+    """Name, version and implemented hooks of every registered plugin."""
+    pm = get_plugin_manager()
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked
+            continue
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        builtin = name in BUILTIN_PLUGINS
+        version = __version__ if builtin else _DIST_OF.get(name, ("", "unknown"))[1]
+        infos.append(PluginInfo(name=name, version=version, hooks=hooks, builtin=builtin))
+    return infos

@@ -1,0 +1,232 @@
+"""One batch runner for every front end: the CLI, ``Remover.map`` and later ones.
+
+A :class:`Batch` plans inputs into jobs, leaves those whose output exists (``skip_existing``),
+builds the session before the first image when the work runs here, runs the jobs on the
+chosen executor, stops cleanly on a signal, times the stages and yields results in input
+order while counting them. :func:`process` is the work of one input.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rmcli.contracts.clock import Clock, untimed
+from rmcli.contracts.jobs import Job, Result
+from rmcli.contracts.output import OutputOptions
+from rmcli.engine.interrupt import stop_on_signals
+from rmcli.engine.layout import pin_calling_thread
+from rmcli.engine.pipeline import run_pipelined
+from rmcli.engine.registry import get_executor
+from rmcli.engine.stats import BatchStats
+from rmcli.errors import InputError, RmcliError, UsageError
+from rmcli.images.compose import check_options, compose
+from rmcli.images.imaging import encode, load_image, write_image
+from rmcli.images.inputs import STDIO, plan_jobs, without_existing
+
+if TYPE_CHECKING:
+    from rmcli.engine.remover import Remover
+    from rmcli.engine.session import LoadedSession
+
+log = logging.getLogger(__name__)
+
+
+def process(remover: Remover, job: Job, options: OutputOptions, clock: Clock = untimed) -> None:
+    """Read, cut out and write one job; an unusable input raises :class:`InputError`.
+
+    ``clock(stage)`` wraps each stage: decode, preprocess, inference, postprocess, encode.
+    """
+    if job.error:
+        raise InputError(f"{job.label}: {job.error}")
+    with clock("decode"):
+        source = sys.stdin.buffer.read() if job.source is None else job.source
+        image = load_image(source, job.label, remover.settings["max_pixels"], _note)
+    mask = remover.mask_of(image, clock)
+    with clock("postprocess"):
+        # the image is ours: the mask may become its alpha channel without a copy
+        result = compose(image, mask, options.compose, options.fmt, in_place=True)
+        del image, mask
+    threads = options.threads or 1
+    with clock("encode"):
+        if job.output is None:
+            data = encode(result, options.fmt, options.png_compression, threads)
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            write_image(result, job.output, options.fmt, options.png_compression, threads)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise InputError(f"{job.label}: cannot write {job.output}: {reason}") from None
+
+
+def _note(message: str) -> None:
+    log.info(f"note: {message}")
+
+
+def process_isolated(
+    remover: Remover, job: Job, options: OutputOptions, clock: Clock = untimed
+) -> Result:
+    """:func:`process` as a :class:`Result`: an unusable input, or an unexpected exception
+    while handling this one input, is this input's failure and the batch goes on."""
+    try:
+        process(remover, job, options, clock)
+    except InputError as exc:
+        return Result(job, str(exc))
+    except RmcliError:  # a fault of the run itself (session, plugin): stops the batch
+        raise
+    except Exception as exc:
+        log.debug(f"{job.label}: internal error", exc_info=True)
+        reason = " ".join(str(exc).split()) or "no message"
+        return Result(
+            job,
+            f"{job.label}: internal error: {type(exc).__name__}: {reason} "
+            "(RMCLI_DEBUG=1 shows the traceback)",
+        )
+    return Result(job)
+
+
+def run_local(
+    remover: Remover,
+    jobs: Iterable[Job],
+    options: OutputOptions,
+    stop: threading.Event | None = None,
+    clock: Clock = untimed,
+) -> Iterator[Result]:
+    """Process jobs in this process, ``inflight`` (a setting) at a time, in input order.
+
+    Encoding threads per image come from the session's layout unless ``options`` sets them.
+    """
+    if options.threads is None:
+        options = replace(options, threads=remover.layout.encode_threads)
+
+    def handle(job: Job, timed: Clock) -> Result:
+        return process_isolated(remover, job, options, timed)
+
+    inflight = remover.settings["inflight"]
+    yield from run_pipelined(handle, jobs, stop, inflight=inflight, clock=clock)
+
+
+def in_input_order(
+    pairs: Iterable[tuple[int, Result]], on_done: Callable[[Result], None] | None = None
+) -> Iterator[Result]:
+    """Results in input order; ``on_done`` is called for each one as soon as it finishes.
+
+    When ``pairs`` ends early (interrupted), the results held back behind a missing one
+    still come out, in input order.
+    """
+    waiting: dict[int, Result] = {}
+    next_index = 0
+    for index, result in pairs:
+        if on_done is not None:
+            on_done(result)
+        waiting[index] = result
+        while next_index in waiting:
+            yield waiting.pop(next_index)
+            next_index += 1
+    for index in sorted(waiting):
+        yield waiting[index]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """How a batch ended."""
+
+    written: int
+    failed: int
+    skipped: int
+    not_started: int
+    interrupted: bool
+
+    def line(self) -> str:
+        """``3 written, 1 skipped (output exists), 1 failed[, 2 not started (interrupted)]``."""
+        skip = f", {self.skipped} skipped (output exists)" if self.skipped else ""
+        text = f"{self.written} written{skip}, {self.failed} failed"
+        if self.interrupted:
+            text += f", {self.not_started} not started (interrupted)"
+        return text
+
+
+class Batch:
+    """One batch of inputs (files, folders, globs, URLs, ``-``) cut out to ``output``.
+
+    ``output`` is a folder, a storage URL, ``-`` (stdout) or None (``NAME.out.png`` beside each
+    input). ``options`` default to the remover's settings; ``executor`` overrides the setting.
+    A :class:`UsageError` says when nothing can run (no input, ``-o -`` with several inputs).
+    """
+
+    def __init__(
+        self,
+        remover: Remover,
+        inputs: Sequence[str | Path],
+        output: str | Path | None = None,
+        *,
+        recursive: bool = False,
+        options: OutputOptions | None = None,
+        executor: str | None = None,
+    ) -> None:
+        settings = remover.settings
+        self.remover = remover
+        self.options = options or OutputOptions.from_settings(settings)
+        check_options(self.options.compose)
+        out = str(output) if isinstance(output, Path) else output
+        jobs = plan_jobs([str(item) for item in inputs], out, self.options.fmt, recursive)
+        if not jobs:
+            raise UsageError("no input images found")
+        if out == STDIO and len(jobs) > 1:
+            raise UsageError("-o - (stdout) takes exactly one input")
+        self.skipped = 0
+        if settings["skip_existing"]:
+            jobs, self.skipped = without_existing(jobs)
+        self.jobs: list[Job] = jobs
+        self.executor = get_executor(executor or settings["executor"])
+        self.stats = BatchStats()
+        self.stop = threading.Event()
+        self.written = self.failed = 0
+        self.pinned: list[int] | None = None
+
+    def prepare(self, pin_caller: bool = False) -> LoadedSession | None:
+        """Build the session before the first image when the jobs run in this process, so a
+        bad model or backend fails before any work; with ``pin_caller`` pin this thread as the
+        layout says (only after the session exists: its workers must not inherit the mask)."""
+        if not self.executor.in_process or not self.jobs:
+            return None
+        session = self.remover.session
+        if pin_caller:
+            self.pinned = pin_calling_thread(session.layout)
+        return session
+
+    def run(
+        self, on_done: Callable[[Result], None] | None = None, handle_signals: bool = False
+    ) -> Iterator[Result]:
+        """Run the jobs; yield each result in input order (``on_done`` sees each as soon as it
+        finishes). With ``handle_signals`` (main thread only) SIGINT and SIGTERM stop the batch
+        after the started images; a second signal stops at once (KeyboardInterrupt)."""
+        guard = stop_on_signals(self.stop) if handle_signals else nullcontext()
+        with guard:
+            pairs = self.executor.run(
+                self.remover, self.jobs, self.options, self.stop, self.stats.stage
+            )
+            for result in in_input_order(pairs, on_done):
+                failed = result.error is not None
+                self.stats.count(failed=failed)
+                self.failed += failed
+                self.written += not failed
+                yield result
+
+    @property
+    def summary(self) -> Summary:
+        done = self.written + self.failed
+        return Summary(
+            written=self.written,
+            failed=self.failed,
+            skipped=self.skipped,
+            not_started=len(self.jobs) - done,
+            interrupted=self.stop.is_set(),
+        )
