@@ -23,10 +23,11 @@ from rmcli.version import __version__
 
 if TYPE_CHECKING:
     from rmcli.config.settings import Settings
-    from rmcli.contracts.backend import Backend, Provider, base_options, provider_name
+    from rmcli.contracts.backend import Backend, Provider, SessionPlan, base_options, provider_name
     from rmcli.contracts.clock import Clock, untimed
     from rmcli.contracts.executor import Executor
     from rmcli.contracts.jobs import Job, Result
+    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.model import (
         IMAGENET_MEAN,
         IMAGENET_STD,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
         stretched_mask,
     )
     from rmcli.contracts.output import ComposeOptions, OutputOptions
-    from rmcli.contracts.plan import SessionPlan, ThreadLayout
     from rmcli.cpus import allowed_cpus, cgroup_cpu_limit, usable_cpu_count
     from rmcli.engine.layout import CoreBudget
     from rmcli.engine.remover import Remover
@@ -63,8 +63,8 @@ _LAZY = {
     "Result": "rmcli.contracts.jobs",
     "OutputOptions": "rmcli.contracts.output",
     "ComposeOptions": "rmcli.contracts.output",
-    "SessionPlan": "rmcli.contracts.plan",
-    "ThreadLayout": "rmcli.contracts.plan",
+    "SessionPlan": "rmcli.contracts.backend",
+    "ThreadLayout": "rmcli.contracts.layout",
     "Clock": "rmcli.contracts.clock",
     "untimed": "rmcli.contracts.clock",
     "allowed_cpus": "rmcli.cpus",

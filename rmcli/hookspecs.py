@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from rmcli.contracts.backend import Backend
+    from rmcli.contracts.backend import Backend, SessionPlan
     from rmcli.contracts.executor import Executor
     from rmcli.contracts.model import Model
-    from rmcli.contracts.plan import SessionPlan
 
 hookspec = pluggy.HookspecMarker("rmcli")
 hookimpl = pluggy.HookimplMarker("rmcli")

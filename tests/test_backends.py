@@ -384,9 +384,7 @@ def cuda_listed(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")  # faked list
-def test_cuda_listed_but_not_active_is_caught_from_get_providers(
-    u2netp_path, cuda_listed, caplog
-):
+def test_cuda_listed_but_not_active_is_caught_from_get_providers(u2netp_path, cuda_listed, caplog):
     remover = Remover(backend="cuda-hybrid")
     loaded = remover.session
     assert loaded.plan.providers[0][0] == "CUDAExecutionProvider"  # CUDA was really asked for

@@ -7,11 +7,10 @@ import importlib.util
 import pytest
 from conftest import EXAMPLES, rmcli
 
-from rmcli.contracts.executor import in_input_order
+from rmcli.contracts.jobs import Job, Result
 from rmcli.engine.registry import executors, get_executor
-from rmcli.engine.runner import Result
+from rmcli.engine.runner import in_input_order
 from rmcli.errors import UsageError
-from rmcli.images.inputs import Job
 
 
 def test_builtin_executors_are_registered_through_the_hook():

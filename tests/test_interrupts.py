@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from torture import photo
 
-from rmcli.engine.interrupt import stop_on_interrupt
+from rmcli.engine.interrupt import stop_on_signals as stop_on_interrupt
 
 COUNT = 20
 

@@ -7,8 +7,9 @@ import pytest
 from conftest import CAR, DATA, EXAMPLES, rmcli
 from PIL import Image
 
+from rmcli.colors import parse_color
 from rmcli.errors import UsageError
-from rmcli.images.compose import crop_box, parse_color
+from rmcli.images.compose import crop_box
 
 REMBG = DATA / "rembg-outputs"
 

@@ -14,8 +14,9 @@ from conftest import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.engine.runner import OutputOptions, run_local
-from rmcli.engine.stats import STAGES
+from rmcli.contracts.clock import STAGES
+from rmcli.contracts.output import OutputOptions
+from rmcli.engine.runner import run_local
 from rmcli.images.inputs import plan_jobs
 from rmcli.images.png import write_png
 

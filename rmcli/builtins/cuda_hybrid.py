@@ -18,7 +18,7 @@ from typing import Any
 
 from rmcli.config.settings import Settings
 from rmcli.contracts.backend import Backend, base_options
-from rmcli.contracts.plan import ThreadLayout
+from rmcli.contracts.layout import ThreadLayout
 from rmcli.errors import BackendError
 from rmcli.hookspecs import hookimpl
 

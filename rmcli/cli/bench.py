@@ -40,8 +40,8 @@ def bench(
     openmp-env with OMP_NUM_THREADS = allowed cores, cpu-pinned defaults, cpu-pinned with
     the settings saved in the config file (e.g. by `rmcli tune --save`).
     """
-    from rmcli import bench as core
     from rmcli.cpus import usable_cpu_count
+    from rmcli.tools import bench as core
 
     if as_json and markdown:
         raise UsageError("--json and --markdown exclude each other")
@@ -94,8 +94,8 @@ def tune(
     All candidates run interleaved in one fresh process; after each round the slower half
     is dropped and the rest get twice the images (successive halving), within --budget.
     """
-    from rmcli import bench as core
-    from rmcli import tune as search
+    from rmcli.tools import bench as core
+    from rmcli.tools import tune as search
 
     paths = core.find_images(images or [])
     print(f"rmcli: tuning for up to {budget:.0f} s ...", file=sys.stderr, flush=True)

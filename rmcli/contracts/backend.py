@@ -1,14 +1,19 @@
-"""The Backend contract: how a plugin turns settings into an ONNX Runtime session set-up."""
+"""The Backend contract: how a plugin turns settings into an ONNX Runtime session set-up,
+and the session plan it produces."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from rmcli.contracts.layout import ThreadLayout
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
     from rmcli.config.settings import Settings
-    from rmcli.contracts.plan import SessionPlan, ThreadLayout
+    from rmcli.contracts.model import Model
 
 Provider = str | tuple[str, dict[str, Any]]
 
@@ -86,3 +91,17 @@ def base_options(settings: Settings) -> ort.SessionOptions:
     options.enable_mem_pattern = False
     options.log_severity_level = 3
     return options
+
+
+@dataclass
+class SessionPlan:
+    """What goes into one ``InferenceSession``; ``adjust_session`` hooks may change options
+    and providers (not the layout, which is already applied to the options)."""
+
+    model: Model
+    backend: Backend
+    settings: Settings
+    layout: ThreadLayout
+    weights_path: Path
+    options: Any  # onnxruntime.SessionOptions
+    providers: list[Provider] = field(default_factory=list)

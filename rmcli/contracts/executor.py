@@ -7,15 +7,33 @@ as jobs finish, in any order; the batch runner puts them back into input order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rmcli.contracts.clock import Clock, untimed
 
 if TYPE_CHECKING:
     import threading
 
+    from PIL import Image
+
+    from rmcli.config.settings import Settings
     from rmcli.contracts.jobs import Job, Result
+    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.output import OutputOptions
+
+
+class Masker(Protocol):
+    """What a batch needs of its :class:`rmcli.Remover`."""
+
+    settings: Settings
+
+    @property
+    def layout(self) -> ThreadLayout: ...
+
+    @property
+    def session(self) -> Any: ...
+
+    def mask_of(self, image: Image.Image, clock: Clock = untimed) -> Image.Image: ...
 
 
 class Executor:
@@ -35,7 +53,7 @@ class Executor:
 
     def run(
         self,
-        remover,
+        remover: Masker,
         jobs: Sequence[Job],
         options: OutputOptions,
         stop: threading.Event | None = None,

@@ -31,7 +31,7 @@ from rmcli.errors import RmcliError, UsageError
 from rmcli.version import __version__
 
 if TYPE_CHECKING:
-    from rmcli.contracts.plan import SessionPlan
+    from rmcli.contracts.backend import SessionPlan
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from rmcli.contracts.jobs import Result
+    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.model import Model
-    from rmcli.contracts.plan import ThreadLayout
 
 
 def model_for(settings: Mapping[str, Any]) -> Model:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.jobs import Job, Result
@@ -31,8 +31,7 @@ from rmcli.images.imaging import encode, load_image, write_image
 from rmcli.images.inputs import STDIO, plan_jobs, without_existing
 
 if TYPE_CHECKING:
-    from rmcli.engine.remover import Remover
-    from rmcli.engine.session import LoadedSession
+    from rmcli.contracts.executor import Masker as Remover
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +190,7 @@ class Batch:
         self.written = self.failed = 0
         self.pinned: list[int] | None = None
 
-    def prepare(self, pin_caller: bool = False) -> LoadedSession | None:
+    def prepare(self, pin_caller: bool = False) -> Any:
         """Build the session before the first image when the jobs run in this process, so a
         bad model or backend fails before any work; with ``pin_caller`` pin this thread as the
         layout says (only after the session exists: its workers must not inherit the mask)."""

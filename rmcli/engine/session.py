@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rmcli.contracts.plan import SessionPlan
+from rmcli.contracts.backend import SessionPlan
 from rmcli.cpus import AFFINITY_ENTRY, check_affinity_entry
 from rmcli.engine import threadpool
 from rmcli.engine.layout import apply_layout, resolve_layout
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from rmcli.config.settings import Settings
     from rmcli.contracts.backend import Backend
+    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.model import Model
-    from rmcli.contracts.plan import ThreadLayout
 
 log = logging.getLogger(__name__)
 

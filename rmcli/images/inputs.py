@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmcli.contracts.jobs import Job, Location
 from rmcli.images import storage
 from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES
-from rmcli.images.storage import Location
 
 STDIO = "-"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input and where its result goes; ``error`` is set when it cannot even be planned."""
-
-    label: str
-    source: Location | None  # a Path or a storage URL string; None: standard input
-    output: Location | None  # a Path or a storage URL string; None: standard output
-    error: str | None = None
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:

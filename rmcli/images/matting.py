@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from rmcli.images.compose import ComposeOptions
+    from rmcli.contracts.output import ComposeOptions
 
 INSTALL_HINT = "alpha matting needs pymatting: pip install 'rmcli[matting]'"
 

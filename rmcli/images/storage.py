@@ -20,8 +20,6 @@ URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 # Where one write call is all-or-nothing: the object appears whole or not at all.
 WHOLE_OBJECT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 
-Location = Path | str
-
 
 def is_url(location: Any) -> bool:
     """True for a ``scheme://`` string (not for a local path)."""

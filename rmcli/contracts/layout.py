@@ -1,15 +1,9 @@
-"""What one ONNX Runtime session is built from: the thread layout and the session plan."""
+"""The thread layout of one session: threads, execution mode, spinning, CPUs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rmcli.config.settings import Settings
-    from rmcli.contracts.backend import Backend, Provider
-    from rmcli.contracts.model import Model
+from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,17 +51,3 @@ class ThreadLayout:
 
 def _or_default(value: Any) -> Any:
     return "ONNX Runtime default" if value is None else value
-
-
-@dataclass
-class SessionPlan:
-    """What goes into one ``InferenceSession``; ``adjust_session`` hooks may change options
-    and providers (not the layout, which is already applied to the options)."""
-
-    model: Model
-    backend: Backend
-    settings: Settings
-    layout: ThreadLayout
-    weights_path: Path
-    options: Any  # onnxruntime.SessionOptions
-    providers: list[Provider] = field(default_factory=list)
