@@ -8,20 +8,17 @@ import textwrap
 from conftest import EXAMPLES, rmcli
 
 PLUGIN = """
-from rmcli import hookimpl
-from rmcli.contracts.backend import Backend
+from dataclasses import replace
+
+from rmcli import Backend, hookimpl
 
 
 class OneThread(Backend):
     name = "one-thread"
     summary = "test backend: a single intra-op thread"
 
-    def session_options(self, settings):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        return options
+    def adjust_layout(self, layout, settings):
+        return replace(layout, intra_threads=1)
 
 
 @hookimpl

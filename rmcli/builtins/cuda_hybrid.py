@@ -61,7 +61,7 @@ class CudaHybrid(Backend):
             caller_cpus=(),
             intra_from=layout.intra_from if layout.intra_from == "setting" else "backend",
         )
-        for key in ("cpu_binding", "execution_mode", "allow_spinning"):
+        for key in ("cpu_binding", "execution_mode", "inter_threads", "allow_spinning"):
             layout = layout.ignore(key, NOT_HONOURED)
         return layout
 

@@ -29,7 +29,9 @@ class ThreadLayout:
     ignored: tuple[tuple[str, str], ...] = ()  # (setting, why) the backend does not honour
 
     def ignore(self, key: str, reason: str) -> ThreadLayout:
-        """A copy noting that setting ``key`` does not apply, and why."""
+        """A copy noting that setting ``key`` does not apply, and why (the first reason wins)."""
+        if any(known == key for known, _ in self.ignored):
+            return self
         return replace(self, ignored=(*self.ignored, (key, reason)))
 
     def describe(self) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class LowMem(Backend):
             spinning=False,
             intra_from=source,
         )
+        layout = layout.ignore("execution_mode", "it always runs sequentially")
+        layout = layout.ignore("inter_threads", "it always runs sequentially")
         return layout.ignore("allow_spinning", "spinning threads burn the CPU quota")
 
     def session_options(self, settings):
