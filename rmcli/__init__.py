@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from rmcli.contracts.output import ComposeOptions, OutputOptions
     from rmcli.cpus import allowed_cpus, cgroup_cpu_limit, usable_cpu_count
+    from rmcli.engine.families import BiRefNetModel, ClippedU2netModel, ClothSegModel
     from rmcli.engine.layout import CoreBudget
     from rmcli.engine.remover import Remover
     from rmcli.engine.runner import Batch
@@ -58,6 +59,9 @@ _LAZY = {
     "stretched_mask": "rmcli.contracts.model",
     "IMAGENET_MEAN": "rmcli.contracts.model",
     "IMAGENET_STD": "rmcli.contracts.model",
+    "BiRefNetModel": "rmcli.engine.families",
+    "ClippedU2netModel": "rmcli.engine.families",
+    "ClothSegModel": "rmcli.engine.families",
     "Executor": "rmcli.contracts.executor",
     "Job": "rmcli.contracts.jobs",
     "Result": "rmcli.contracts.jobs",
@@ -95,6 +99,9 @@ __all__ = [
     "stretched_mask",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BiRefNetModel",
+    "ClippedU2netModel",
+    "ClothSegModel",
     "Executor",
     "Job",
     "Result",

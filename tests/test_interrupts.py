@@ -83,7 +83,7 @@ def test_sigint_finishes_the_current_image_stops_with_130_and_skip_existing_resu
     assert [f"out/{name}" for name in visible] == printed
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
     lines = stderr.splitlines()
-    assert "rmcli: interrupted: finishing the current image" in lines[0]
+    assert "rmcli: interrupted: finishing the started images" in lines[0]
     left = COUNT - len(printed)
     assert lines[-1] == f"{len(printed)} written, 0 failed, {left} not started (interrupted)"
     assert len(printed) < COUNT
