@@ -14,7 +14,7 @@ from conftest import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.contracts.clock import STAGES
+from rmcli.contracts.clock import STAGES, untimed
 from rmcli.contracts.output import OutputOptions
 from rmcli.engine.runner import run_local
 from rmcli.images.inputs import plan_jobs
@@ -66,7 +66,7 @@ class InFlight:
 def run(paths, out, inflight: int, clock=None, stop=None):
     remover = Remover(inflight=inflight)
     jobs = plan_jobs(paths, out, "png")
-    return jobs, list(run_local(remover, jobs, OutputOptions(), stop, clock))
+    return jobs, list(run_local(remover, jobs, OutputOptions(), stop, clock or untimed))
 
 
 @pytest.mark.parametrize("inflight", [2, 3])

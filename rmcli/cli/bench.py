@@ -14,7 +14,9 @@ from rmcli.errors import EXIT_INPUT_FAILED, UsageError
 def bench(
     images: Annotated[
         list[str] | None,
-        typer.Argument(help="Image files, folders or globs. Default: the bundled examples."),
+        typer.Argument(
+            help="Image files, folders or globs. Default: 3 sample photos shipped with rmcli."
+        ),
     ] = None,
     backends: Annotated[
         list[str] | None,
@@ -85,7 +87,7 @@ def tune(
     ] = False,
     images: Annotated[
         list[str] | None,
-        typer.Argument(help="Images to measure on. Default: the bundled examples."),
+        typer.Argument(help="Images to measure on. Default: 3 sample photos shipped with rmcli."),
     ] = None,
 ) -> None:
     """Find the fastest cpu-pinned layout for a model on this machine.

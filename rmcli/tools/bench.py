@@ -11,7 +11,7 @@ from typing import Any
 from rmcli.errors import UsageError
 from rmcli.tools.bench_worker import call
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"  # package data: 3 small photos
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,11 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def find_images(args: Sequence[str]) -> list[Path]:
-    """Image files named by ``args`` (files, folders, globs); the bundled examples if none."""
+    """Image files named by ``args`` (files, folders, globs); the bundled samples if none."""
     from rmcli.images.inputs import expand
 
     if not args:
-        if not EXAMPLES.is_dir():
-            raise UsageError("no images given and the bundled examples/ folder is not here")
-        args = [str(EXAMPLES)]
+        args = [str(SAMPLES)]
     images = []
     for label, path, _root in expand(list(args)):
         if path is None:

@@ -127,7 +127,7 @@ def serve(measure: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
 def call(module: str, request: dict[str, Any], env: Mapping[str, str] | None = None) -> dict:
     """Run ``python -m module`` in a fresh process; its result, or ``{"error": reason}``."""
     done = subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-P", "-m", module],  # -P: the working folder is not on the path
         input=json.dumps(request),
         capture_output=True,
         text=True,
