@@ -58,7 +58,9 @@ def bench(
             get_backend(name)  # an unknown name fails here, with the known ones listed
         configurations = core.backend_configurations(backends, values)
     else:
-        configurations = core.default_configurations(usable_cpu_count(), values)
+        configurations = core.default_configurations(
+            usable_cpu_count(), values, saved=core.layout_saved()
+        )
 
     def progress(line: str) -> None:
         print(f"rmcli: {line}", file=sys.stderr, flush=True)
@@ -115,5 +117,5 @@ def tune(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(bench)
-    app.command()(tune)
+    app.command(short_help="Time, CPU, memory and threads of backend configurations.")(bench)
+    app.command(short_help="Find the fastest thread layout here; --save keeps it.")(tune)

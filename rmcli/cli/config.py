@@ -61,17 +61,27 @@ def set_(
 ) -> None:
     """Write KEY = VALUE to the config file (checked first; other keys are kept)."""
     from rmcli.config.file import config_path, plugin_key, plugin_value, set_value
-    from rmcli.config.settings import known_setting
+    from rmcli.config.settings import format_value, known_setting
+    from rmcli.cpus import usable_cpu_count
 
     path = config_path()
     if plugin_key(key) is not None:
         set_value(path, key, plugin_value(value))
+        typer.echo(f"{key} = {format_value(plugin_value(value))} (file {path})")
         return
     setting = known_setting(key)
     stored = setting.convert(value, "rmcli config set")
     if key in ("model", "backend"):
         _check_registered(key, stored)
     set_value(path, key, stored)
+    typer.echo(f"{key} = {format_value(stored)} (file {path})")
+    if key in ("intra_threads", "inter_threads") and isinstance(stored, int):
+        cores = usable_cpu_count()
+        if stored > cores:
+            log.warning(
+                f"{key}={stored} is more than the {cores} usable core(s) here: the threads "
+                "would compete for them and every image gets slower"
+            )
     shadow = setting.env_override()
     if shadow is not None:
         log.warning(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
@@ -130,4 +140,4 @@ def list_(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config")
+    app.add_typer(config_app, name="config", short_help="Show and change settings (config.toml).")

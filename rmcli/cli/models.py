@@ -134,4 +134,6 @@ def _size(size: int | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(models_app, name="models")
+    app.add_typer(
+        models_app, name="models", short_help="List, fetch, import, verify, remove weights."
+    )

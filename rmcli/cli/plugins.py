@@ -76,5 +76,5 @@ def _origin(backend) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(plugins)
-    app.command()(backends)
+    app.command(short_help="Installed plugins (built-in too): versions and hooks.")(plugins)
+    app.command(short_help="Backends: availability, reason and providers.")(backends)

@@ -8,13 +8,16 @@ environment variables are written down once.
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import SETTINGS, Setting, flag_help
-from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED
+from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
 
 
 def remove(
@@ -58,6 +61,18 @@ def remove(
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Print effective settings and thread layout.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("-q", "--quiet", help="No progress, notes or summary: only errors, warnings."),
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Then keep watching the input folder: cut out each image once it is completely "
+            "written there (Ctrl-C ends, with a summary).",
+        ),
+    ] = False,
     **given: Any,
 ) -> None:
     """Remove backgrounds; print each written path, report each failed input on stderr."""
@@ -72,33 +87,91 @@ def remove(
     options = OutputOptions.from_settings(
         settings, only_mask=only_mask, bg_image=bg_image, crop=crop, alpha_matting=alpha_matting
     )
+    if watch and (len(inputs) != 1 or not Path(inputs[0]).is_dir()):
+        raise UsageError("--watch takes one input folder")
     remover = Remover(settings=settings)
+    if quiet:
+        logging.getLogger("rmcli").setLevel(logging.WARNING)
+    if watch and not any(_images_in(inputs[0], recursive)):  # nothing there yet: just watch
+        remover.session  # noqa: B018  (built now: a bad set-up fails before any file arrives)
+        watch_folder(remover, inputs[0], output, options, recursive=recursive, quiet=quiet)
+        return
     batch = Batch(remover, inputs, output, recursive=recursive, options=options)
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
     if verbose:
         _describe(remover, session, batch.pinned)
-    progress = _Progress(len(batch.jobs))
-    try:
-        for result in batch.run(on_done=lambda r: progress.step(r.job.label), handle_signals=True):
-            progress.clear()
-            if result.error:
-                print(result.error, file=sys.stderr)
-            elif result.job.output is not None:
-                typer.echo(str(result.job.output))
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
-        batch.stop.set()
-    progress.clear()
+    with BatchProgress(len(batch.jobs), enabled=not quiet) as progress:
+        try:
+            for result in batch.run(on_done=lambda r: progress.step(r.job.label),
+                                    handle_signals=True):  # fmt: skip
+                if result.error:
+                    print(result.error, file=sys.stderr)
+                elif result.job.output is not None:
+                    typer.echo(shown_path(result.job.output))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
+            batch.stop.set()
     if stats:
         for line in batch.stats.report().lines():
             print(line, file=sys.stderr)
     summary = batch.summary
+    if watch and not summary.interrupted:
+        watch_folder(remover, inputs[0], output, options, recursive=recursive, quiet=quiet,
+                     before=summary)  # fmt: skip
+        return
     if summary.interrupted:
         print(summary.line(), file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED)
-    if len(batch.jobs) > 1 or summary.failed or summary.skipped:
+    if not quiet and (len(batch.jobs) > 1 or summary.failed or summary.skipped):
         print(summary.line(), file=sys.stderr)
     if summary.failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def watch_folder(
+    remover: Any,
+    folder: str,
+    output: str | None,
+    options: Any,
+    *,
+    recursive: bool = False,
+    delete_input: bool = False,
+    quiet: bool = False,
+    before: Any = None,
+) -> None:
+    """Watch ``folder`` until Ctrl-C or SIGTERM; print each written path; exit 1 if any input
+    failed (counting the batch ``before`` the watch, if any), else 0."""
+    import threading
+
+    from rmcli.engine.interrupt import stop_on_signals
+    from rmcli.engine.watch import FolderWatch
+
+    def report(result: Any) -> None:
+        if result.error:
+            print(result.error, file=sys.stderr)
+        elif result.job.output is not None:
+            typer.echo(shown_path(result.job.output))
+
+    log = logging.getLogger("rmcli.cli.remove")
+    log.info(f"watching {folder} for new images (Ctrl-C to stop)")
+    stop = threading.Event()
+    watcher = FolderWatch(
+        remover, folder, output, options, recursive=recursive, delete_input=delete_input
+    )
+    with stop_on_signals(stop, quiet=True):
+        counts = watcher.run(report, stop)
+    failed = counts.failed + (before.failed if before is not None else 0)
+    written = counts.written + (before.written if before is not None else 0)
+    if not quiet:
+        print(f"{written} written, {failed} failed (watch ended)", file=sys.stderr)
+    if failed:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _images_in(folder: str, recursive: bool) -> list[Path]:
+    from rmcli.images.imaging import IMAGE_SUFFIXES
+
+    found = Path(folder).rglob("*") if recursive else Path(folder).glob("*")
+    return [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def setting_parameters() -> list[inspect.Parameter]:
@@ -165,24 +238,14 @@ def _describe(remover, session, pinned) -> None:
         print(f"calling thread pinned to CPUs {pinned}", file=err)
 
 
-class _Progress:
-    """A one-line progress counter on stderr, shown only on a terminal and for batches."""
+def shown_path(location: object) -> str:
+    """A written path for stdout: one line whatever the name holds (odd names quoted)."""
+    text = str(location)
+    if any(ch in text for ch in "\n\r\t") or not text.isprintable():
+        import json
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.active = total > 1 and sys.stderr.isatty()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.active:
-            sys.stderr.write(f"\r\x1b[K[{self.done}/{self.total}] {label}")
-            sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.active:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 def register(app: typer.Typer) -> None:
@@ -190,4 +253,4 @@ def register(app: typer.Typer) -> None:
         signature = inspect.signature(remove, eval_str=True)
         fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
         remove.__signature__ = signature.replace(parameters=[*fixed, *setting_parameters()])
-    app.command(no_args_is_help=True)(remove)
+    app.command(short_help="Cut out files, folders, globs or stdin; print written paths.")(remove)

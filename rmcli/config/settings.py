@@ -352,7 +352,7 @@ SETTINGS: dict[str, Setting] = {
             "premultiplied",
             _parse_bool,
             False,
-            "Cut-out colour scaled by alpha, byte-identical to rembg (default: straight colour).",
+            "Cut-out colour scaled by alpha, pixel-identical to rembg (default: straight colour).",
         ),
         _setting(
             "crop_threshold",

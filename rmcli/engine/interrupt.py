@@ -19,10 +19,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+def stop_on_signals(stop: threading.Event, quiet: bool = False) -> Iterator[threading.Event]:
     """While active, SIGINT or SIGTERM sets ``stop``; a second one raises KeyboardInterrupt.
 
     Outside the main thread (where no signal handler can be installed) it only yields ``stop``.
+    ``quiet`` leaves out the note that the started images are being finished.
     """
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -32,7 +33,8 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        log.info("interrupted: finishing the started images (Ctrl-C again to stop at once)")
+        if not quiet:
+            log.info("interrupted: finishing the started images (Ctrl-C again to stop at once)")
 
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
     try:

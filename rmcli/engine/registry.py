@@ -256,26 +256,27 @@ def executors() -> dict[str, Executor]:
     return _by_name(_collect("register_executors", Executor), "executor")
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``, or a :class:`UsageError` listing the known ones."""
-    return _lookup(backends(), name, "backend")
+def get_backend(name: str, source: str = "") -> Backend:
+    """The backend called ``name``, or a :class:`UsageError` listing the known ones (and
+    naming ``source``, where the name came from)."""
+    return _lookup(backends(), name, "backend", source)
 
 
-def get_model(name: str) -> Model:
+def get_model(name: str, source: str = "") -> Model:
     """The model called ``name``, or a :class:`UsageError` listing the known ones."""
-    return _lookup(models(), name, "model")
+    return _lookup(models(), name, "model", source)
 
 
-def get_executor(name: str) -> Executor:
+def get_executor(name: str, source: str = "") -> Executor:
     """The executor called ``name``; a :class:`UsageError` if unknown or unavailable here."""
-    executor = _lookup(executors(), name, "executor")
+    executor = _lookup(executors(), name, "executor", source)
     ok, reason = executor.availability()
     if not ok:
         raise UsageError(f"executor {name!r} is not available: {reason}")
     return executor
 
 
-def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
+def _lookup(table: dict[str, Any], name: str, kind: str, source: str = "") -> Any:
     try:
         return table[name]
     except KeyError:
@@ -284,7 +285,8 @@ def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
         close = difflib.get_close_matches(name, table, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(sorted(table)) or "none"
-        raise UsageError(f"unknown {kind} {name!r}{hint}; known: {known}") from None
+        origin = f" from {source}" if source and source != "default" else ""
+        raise UsageError(f"unknown {kind} {name!r}{origin}{hint}; known: {known}") from None
 
 
 @dataclass(frozen=True)

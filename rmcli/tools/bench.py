@@ -50,9 +50,12 @@ class Row:
         return data
 
 
-def default_configurations(cores: int, sets: Mapping[str, str]) -> list[Configuration]:
-    """The seed's table: legacy openmp-env twice, then cpu-pinned defaults and saved settings."""
-    return [
+def default_configurations(
+    cores: int, sets: Mapping[str, str], saved: bool = True
+) -> list[Configuration]:
+    """The seed's table: legacy openmp-env twice, then cpu-pinned defaults and (when some
+    layout setting is saved in the environment or config file) the saved settings."""
+    rows = [
         Configuration("openmp-env, ORT defaults", "openmp-env", sets, {"OMP_NUM_THREADS": None}),
         Configuration(
             f"openmp-env, OMP_NUM_THREADS={cores}",
@@ -61,8 +64,19 @@ def default_configurations(cores: int, sets: Mapping[str, str]) -> list[Configur
             {"OMP_NUM_THREADS": str(cores)},
         ),
         Configuration("cpu-pinned, defaults", "cpu-pinned", sets, {}, defaults=True),
-        Configuration("cpu-pinned, saved settings", "cpu-pinned", sets, {}),
     ]
+    if saved:
+        rows.append(Configuration("cpu-pinned, saved settings", "cpu-pinned", sets, {}))
+    return rows
+
+
+def layout_saved() -> bool:
+    """True when the environment or the config file sets a thread-layout setting."""
+    from rmcli.config.settings import resolve
+    from rmcli.tools.bench_worker import LAYOUT_KEYS
+
+    settings = resolve()
+    return any(settings.source(key) != "default" for key in LAYOUT_KEYS)
 
 
 def backend_configurations(names: Sequence[str], sets: Mapping[str, str]) -> list[Configuration]:
