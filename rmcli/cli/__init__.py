@@ -87,10 +87,12 @@ def main() -> None:
     from typer import Abort
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+    from rmcli.cli.progress import show_downloads
     from rmcli.log import install_cli_handler, remove_cli_handler
 
     install_cli_handler(logging.DEBUG if os.environ.get("RMCLI_DEBUG") else logging.INFO)
     _register_commands()
+    show_downloads()
     code = 0
     try:
         code = app(prog_name="rmcli", standalone_mode=False) or 0

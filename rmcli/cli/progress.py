@@ -62,3 +62,51 @@ class BatchProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class DownloadProgress:
+    """A weights download on the terminal: bytes, speed and time left (rich), on stderr."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def start(self, label: str, total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("fetching {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self, size: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, size)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def show_downloads() -> None:
+    """Show weights downloads as a bar when stderr is a terminal (for this command)."""
+    if sys.stderr.isatty():
+        from rmcli.engine.weights import fetch_progress
+
+        fetch_progress.set(DownloadProgress())

