@@ -246,3 +246,57 @@ def test_a_weights_download_shows_a_progress_bar_on_a_terminal(tmp_path):
     assert "fetching served.onnx from http://127.0.0.1" in text
     assert re.search(r"\d+\.\d/3\.1 MB", text), text  # the bar: bytes done of the total
     assert (tmp_path / "models" / "served.onnx").read_bytes() == payload
+
+
+def test_a_bad_backend_from_the_environment_says_so(tmp_path):
+    done = rmcli("remove", str(GIRL), "-o", str(tmp_path), env={"RMCLI_BACKEND": "cpu-pined"})
+    err = done.stderr.decode().strip()
+    assert done.returncode == 2
+    assert err.startswith("rmcli: error: unknown backend 'cpu-pined' from env RMCLI_BACKEND")
+    assert "did you mean 'cpu-pinned'" in err
+
+
+def test_config_set_says_what_it_wrote_and_warns_about_too_many_threads():
+    from rmcli import usable_cpu_count
+
+    many = usable_cpu_count() + 6
+    done = rmcli("config", "set", "intra_threads", str(many))
+    assert done.returncode == 0
+    assert done.stdout.decode().startswith(f"intra_threads = {many} (file ")
+    assert f"intra_threads={many} is more than the {usable_cpu_count()} usable core" in (
+        done.stderr.decode()
+    )
+
+
+def test_bench_lists_saved_settings_only_when_some_are_saved():
+    from rmcli.tools.bench import default_configurations, layout_saved
+
+    assert not layout_saved()
+    labels = [c.label for c in default_configurations(2, {}, saved=layout_saved())]
+    assert "cpu-pinned, saved settings" not in labels
+    os.environ["RMCLI_INTRA_THREADS"] = "1"  # the autouse fixture restores the environment
+    try:
+        assert layout_saved()
+    finally:
+        del os.environ["RMCLI_INTRA_THREADS"]
+
+
+def test_a_normal_install_ships_the_sample_photos_bench_uses(tmp_path):
+    target = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    code = "from rmcli.tools.bench import find_images; print(len(find_images([])))"
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "3"
+    assert "site" in subprocess.run(
+        [sys.executable, "-c", "import rmcli; print(rmcli.__file__)"], capture_output=True,
+        text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+    ).stdout  # fmt: skip

@@ -33,7 +33,7 @@ def _plain(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
-@config_app.command("path")
+@config_app.command("path", short_help="Print the config file's path.")
 def path() -> None:
     """Print the config file's path (RMCLI_CONFIG, else the user config folder)."""
     from rmcli.config.file import config_path
@@ -54,7 +54,7 @@ def get(key: KeyArg) -> None:
     typer.echo(_plain(resolve()[key]))
 
 
-@config_app.command("set")
+@config_app.command("set", short_help="Write KEY = VALUE to the config file, checked first.")
 def set_(
     key: KeyArg,
     value: Annotated[str, typer.Argument(help="The new value, checked before it is written.")],
@@ -93,7 +93,7 @@ def _check_registered(key: str, name: str) -> None:
     (get_model if key == "model" else get_backend)(name)
 
 
-@config_app.command("unset")
+@config_app.command("unset", short_help="Remove KEY from the config file.")
 def unset(key: KeyArg) -> None:
     """Remove KEY from the config file, so the next layer down applies again."""
     from rmcli.config.file import config_path, plugin_key, unset_value
@@ -112,7 +112,7 @@ def unset(key: KeyArg) -> None:
         log.warning(f"{shadow}={os.environ[shadow]} in the environment still sets {key}")
 
 
-@config_app.command("list")
+@config_app.command("list", short_help="Every setting, its value and (--sources) its layer.")
 def list_(
     sources: Annotated[
         bool, typer.Option("--sources", help="Show where each value comes from.")

@@ -75,7 +75,7 @@ def pull(names: Annotated[list[str], typer.Argument(help="Model names.")]) -> No
         typer.echo(str(path))
 
 
-@models_app.command("import")
+@models_app.command("import", short_help="Copy a weights file into the cache, checked first.")
 def import_weights(
     file: Annotated[Path, typer.Argument(help="A weights file you already have.")],
     name: Annotated[str, typer.Option("--as", help="The model it holds (rmcli models list).")],
@@ -91,7 +91,7 @@ def import_weights(
     typer.echo(str(_store().import_file(file, model.weights)))
 
 
-@models_app.command("verify")
+@models_app.command("verify", short_help="Re-hash cached weights; exit 1 on a mismatch.")
 def verify() -> None:
     """Re-hash every cached weights file; exit 1 if any does not match its checksum."""
     from rmcli.engine.registry import models
