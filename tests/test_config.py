@@ -415,3 +415,22 @@ def test_remove_flags_are_the_top_layer_with_help_from_the_table():
     assert flags["allow_spinning"] == "--allow-spinning/--no-allow-spinning"
     assert SETTINGS["execution_mode"].help in helps["execution_mode"]
     assert "RMCLI_INTRA_THREADS, INTRA_OP_NUM_THREADS" in helps["intra_threads"]
+
+
+def test_a_config_file_that_is_not_utf8_is_one_clear_error():
+    config_file().write_bytes(b"# caf\xe9\nmodel = 'u2netp'\n")
+    done = rmcli("config", "list")
+    err = done.stderr.decode().strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1
+    assert "is not UTF-8 text (byte 0xe9 at offset 5)" in err
+
+
+def test_a_config_path_that_is_a_fifo_does_not_hang(tmp_path):
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-m", "rmcli", "config", "list"], capture_output=True, timeout=30,
+        env={**os.environ, "RMCLI_CONFIG": str(fifo)},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "the config file is not a regular file" in done.stderr.decode()

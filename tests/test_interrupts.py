@@ -117,3 +117,42 @@ def test_first_ctrl_c_sets_the_stop_event_second_one_stops_at_once():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # interrupted by the second Ctrl-C
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_on_the_only_image_finishes_it_and_exits_130_with_a_summary(u2netp_path, tmp_path):
+    photo(1600, 1200, seed=3).save(tmp_path / "big.jpg", quality=90)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rmcli", "remove", "big.jpg", "-o", "out", "-a"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2.5)  # inside the one image (matting takes seconds)
+    process.send_signal(signal.SIGTERM)  # what containers and services send
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "1 written, 0 failed, 0 not started (interrupted)"
+    assert stdout.split() == ["out/big.png"]
+    _check_image = Image.open(tmp_path / "out" / "big.png")
+    _check_image.load()
+
+
+def test_second_ctrl_c_writes_nothing_more_and_lists_exactly_what_was_written(
+    u2netp_path, tmp_path
+):
+    stems = _folder_of_photos(tmp_path)
+    process = _start(tmp_path, "--inflight", "3")
+    first = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    rest, stderr = process.stdout.read(), process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
+    time.sleep(1)  # nothing may appear after the exit
+    printed = [first.strip(), *rest.split()]
+    assert process.returncode == 130, stderr
+    visible = _check_outputs(tmp_path / "out", stems)
+    assert [f"out/{name}" for name in visible] == printed
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert "stopping at once" in stderr
+    assert stderr.splitlines()[-1].endswith("not started (interrupted)")

@@ -132,3 +132,35 @@ def test_a_plugin_breaking_the_session_plan_is_undone_and_named(u2netp_path, tmp
     assert "plugin 'rmcli_breaker' set plan.options to NoneType" in err
     assert "plugin 'rmcli_breaker' set plan.providers to 42" in err
     assert (tmp_path / "out" / "car-1.png").is_file()
+
+
+EXITS_AT_IMPORT = "raise SystemExit(7)\n"
+
+AVAILABILITY_RAISES = """
+from rmcli import Backend, hookimpl
+
+
+class Flaky(Backend):
+    name = "flaky"
+    summary = "its availability check crashes"
+
+    def availability(self):
+        raise OSError("driver probe crashed")
+
+
+@hookimpl
+def register_backends(register):
+    register(Flaky())
+"""
+
+
+def test_a_plugin_exiting_at_import_or_crashing_in_availability_is_named(tmp_path):
+    env = install(tmp_path, "rmcli_exits", EXITS_AT_IMPORT)
+    env.update(install(tmp_path, "rmcli_flaky", AVAILABILITY_RAISES))
+    done = rmcli("backends", "--json", env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert rows["flaky"]["available"] is False
+    assert "driver probe crashed" in rows["flaky"]["reason"]
+    assert rows["cpu-pinned"]["available"] is True
+    assert "plugin 'rmcli_exits'" in done.stderr.decode() and "SystemExit" in done.stderr.decode()

@@ -6,20 +6,33 @@ as jobs finish, in any order; the batch runner puts them back into input order.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rmcli.contracts.clock import Clock, untimed
 
 if TYPE_CHECKING:
-    import threading
-
     from PIL import Image
 
     from rmcli.config.settings import Settings
     from rmcli.contracts.jobs import Job, Result
     from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.output import OutputOptions
+
+
+class Stop(threading.Event):
+    """Set when a batch must start no new job (the first Ctrl-C or SIGTERM). ``aborted`` is
+    set too when the started jobs must stop at their next stage and write nothing more (a
+    second one). An executor that only knows ``threading.Event`` still works with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = threading.Event()
+
+    def abort(self) -> None:
+        self.set()
+        self.aborted.set()
 
 
 class Masker(Protocol):

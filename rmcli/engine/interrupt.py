@@ -20,7 +20,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @contextmanager
 def stop_on_signals(stop: threading.Event, quiet: bool = False) -> Iterator[threading.Event]:
-    """While active, SIGINT or SIGTERM sets ``stop``; a second one raises KeyboardInterrupt.
+    """While active, SIGINT or SIGTERM sets ``stop``; a second one aborts (``stop.abort()``,
+    for a :class:`rmcli.contracts.executor.Stop`), or raises KeyboardInterrupt.
 
     Outside the main thread (where no signal handler can be installed) it only yields ``stop``.
     ``quiet`` leaves out the note that the started images are being finished.
@@ -30,8 +31,13 @@ def stop_on_signals(stop: threading.Event, quiet: bool = False) -> Iterator[thre
         return
 
     def handler(signum: int, frame: object) -> None:
+        aborted = getattr(stop, "aborted", None)
         if stop.is_set():
-            raise KeyboardInterrupt
+            if aborted is None or aborted.is_set():
+                raise KeyboardInterrupt
+            stop.abort()
+            log.info("stopping at once: the started images are dropped (Ctrl-C again to quit)")
+            return
         stop.set()
         if not quiet:
             log.info("interrupted: finishing the started images (Ctrl-C again to stop at once)")

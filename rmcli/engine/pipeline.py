@@ -45,7 +45,7 @@ def gated(clock: Clock, gates: dict[str, threading.Semaphore]) -> Clock:
 
 
 def run_pipelined(
-    handle: Callable[[Job, Clock], Result],
+    handle: Callable[[Job, Clock], Result | None],
     jobs: Iterable[Job],
     stop: threading.Event | None = None,
     *,
@@ -55,7 +55,8 @@ def run_pipelined(
     """``handle(job, clock)`` for every job, ``inflight`` at a time; results in input order.
 
     The inference stage is gated: one image at a time. Once ``stop`` is set no further job
-    is started; the ones already started finish.
+    is started; the ones already started finish. ``handle`` returning None means the job did
+    not run to its end (aborted): nothing is yielded for it.
     """
     timed = gated(clock, {"inference": threading.Semaphore(1)})
 
@@ -69,10 +70,11 @@ def run_pipelined(
 
     if inflight <= 1:  # one image at a time, in this thread
         for job in jobs:
-            result = one(job)
-            if result is None:
+            if stopped():
                 return
-            yield result
+            result = one(job)
+            if result is not None:
+                yield result
         return
 
     remaining = iter(jobs)

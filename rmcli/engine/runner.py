@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli.contracts.clock import Clock, untimed
+from rmcli.contracts.executor import Stop
 from rmcli.contracts.jobs import Job, Result
 from rmcli.contracts.output import OutputOptions
 from rmcli.engine.interrupt import stop_on_signals
@@ -37,11 +38,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def process(remover: Remover, job: Job, options: OutputOptions, clock: Clock = untimed) -> None:
+class Aborted(Exception):
+    """The batch was aborted (a second Ctrl-C): this job stops and writes nothing."""
+
+
+def process(
+    remover: Remover,
+    job: Job,
+    options: OutputOptions,
+    clock: Clock = untimed,
+    abort: threading.Event | None = None,
+) -> None:
     """Read, cut out and write one job; an unusable input raises :class:`InputError`.
 
     ``clock(stage)`` wraps each stage: decode, preprocess, inference, postprocess, encode.
+    Once ``abort`` is set, the next stage (or the final rename) raises :class:`Aborted`.
     """
+
+    def check() -> None:
+        if abort is not None and abort.is_set():
+            raise Aborted
+
+    if abort is not None:
+        clock = _checked(clock, check)
+
     if job.error:
         raise InputError(f"{job.label}: {job.error}")
     with clock("decode"):
@@ -60,10 +80,20 @@ def process(remover: Remover, job: Job, options: OutputOptions, clock: Clock = u
             sys.stdout.buffer.flush()
             return
         try:
-            write_image(result, job.output, options.fmt, options.png_compression, threads)
+            write_image(result, job.output, options.fmt, options.png_compression, threads, check)
         except OSError as exc:
             reason = exc.strerror or exc
             raise InputError(f"{job.label}: cannot write {job.output}: {reason}") from None
+
+
+def _checked(clock: Clock, check: Callable[[], None]) -> Clock:
+    """``clock`` whose every stage starts with ``check()``."""
+
+    def stage(name: str):
+        check()
+        return clock(name)
+
+    return stage
 
 
 def _note(message: str) -> None:
@@ -71,12 +101,19 @@ def _note(message: str) -> None:
 
 
 def process_isolated(
-    remover: Remover, job: Job, options: OutputOptions, clock: Clock = untimed
-) -> Result:
+    remover: Remover,
+    job: Job,
+    options: OutputOptions,
+    clock: Clock = untimed,
+    abort: threading.Event | None = None,
+) -> Result | None:
     """:func:`process` as a :class:`Result`: an unusable input, or an unexpected exception
-    while handling this one input, is this input's failure and the batch goes on."""
+    while handling this one input, is this input's failure and the batch goes on. None when
+    the batch was aborted before this job wrote anything."""
     try:
-        process(remover, job, options, clock)
+        process(remover, job, options, clock, abort)
+    except Aborted:
+        return None
     except InputError as exc:
         return Result(job, str(exc))
     except RmcliError:  # a fault of the run itself (session, plugin): stops the batch
@@ -106,8 +143,10 @@ def run_local(
     if options.threads is None:
         options = replace(options, threads=remover.layout.encode_threads)
 
-    def handle(job: Job, timed: Clock) -> Result:
-        return process_isolated(remover, job, options, timed)
+    abort = getattr(stop, "aborted", None)
+
+    def handle(job: Job, timed: Clock) -> Result | None:
+        return process_isolated(remover, job, options, timed, abort)
 
     inflight = remover.settings["inflight"]
     yield from run_pipelined(handle, jobs, stop, inflight=inflight, clock=clock)
@@ -220,7 +259,7 @@ class Batch:
         source = "" if executor else settings.source("executor")
         self.executor = get_executor(executor or settings["executor"], source)
         self.stats = BatchStats()
-        self.stop = threading.Event()
+        self.stop = Stop()
         self.written = self.failed = 0
         self.pinned: list[int] | None = None
 
@@ -257,7 +296,8 @@ class Batch:
     ) -> Iterator[Result]:
         """Run the jobs; yield each result in input order (``on_done`` sees each as soon as it
         finishes). With ``handle_signals`` (main thread only) SIGINT and SIGTERM stop the batch
-        after the started images; a second signal stops at once (KeyboardInterrupt)."""
+        after the started images; a second one aborts them (nothing more is written, the
+        results already written still come out); a third raises KeyboardInterrupt."""
         guard = stop_on_signals(self.stop) if handle_signals else nullcontext()
         with guard:
             pairs = self.executor.run(

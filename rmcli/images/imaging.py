@@ -99,14 +99,23 @@ def save_to(
 
 
 def write_image(
-    image: Image.Image, path: Path | str, fmt: str, png_compression: int = 1, threads: int = 1
+    image: Image.Image,
+    path: Path | str,
+    fmt: str,
+    png_compression: int = 1,
+    threads: int = 1,
+    before_commit: Callable[[], None] | None = None,
 ) -> None:
-    """Write ``image`` to ``path`` (or a storage URL) atomically, creating its folder."""
+    """Write ``image`` to ``path`` (or a storage URL) atomically, creating its folder;
+    ``before_commit`` may raise to leave nothing under the final name."""
     from rmcli.images import storage
 
     if storage.is_url(path):
-        storage.write_bytes(path, encode(image, fmt, png_compression, threads))
+        data = encode(image, fmt, png_compression, threads)
+        if before_commit is not None:
+            before_commit()
+        storage.write_bytes(path, data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path, before_commit) as tmp, open(tmp, "wb") as handle:
         save_to(image, handle, fmt, png_compression, threads)
