@@ -21,7 +21,9 @@ def test_builtin_executors_are_registered_through_the_hook():
 def test_unknown_executor_is_a_usage_error_naming_the_known_ones(tmp_path):
     done = rmcli("remove", "missing.jpg", "-o", str(tmp_path), "--executor", "dusk")
     assert done.returncode == 2
-    assert "unknown executor 'dusk' (did you mean 'dask'?)" in done.stderr.decode()
+    assert "unknown executor 'dusk' from flag --executor (did you mean 'dask'?)" in (
+        done.stderr.decode()
+    )
 
 
 def test_dask_without_the_extra_says_how_to_install(monkeypatch):

@@ -100,8 +100,9 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "threads": thread_count(),
         "providers": session.active_providers,
-        "intra_threads": options.intra_op_num_threads,  # 0: ONNX Runtime's default
-        "inter_threads": options.inter_op_num_threads,
+        # the session's layout (the object -v and the pin read); 0: ONNX Runtime's default
+        "intra_threads": session.layout.intra_threads or options.intra_op_num_threads,
+        "inter_threads": session.layout.inter_threads or options.inter_op_num_threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "caller_cpus": caller_cpus,
         "settings": {
