@@ -13,6 +13,8 @@ from rmcli.config.settings import resolve
 from rmcli.engine.layout import apply_layout, resolve_layout
 from rmcli.engine.registry import get_backend
 
+pytestmark = pytest.mark.fast  # the plumbing tier: `pytest -m fast`, seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 USABLE = usable_cpu_count()
 IDLE_ONE = lambda cpus, limit: 1  # noqa: E731  the idle-core measurement of "auto", fixed

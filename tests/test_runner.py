@@ -12,6 +12,8 @@ from PIL import Image
 from rmcli import Batch, Remover, UsageError
 from rmcli.contracts.model import Model
 
+pytestmark = pytest.mark.fast  # the plumbing tier: `pytest -m fast`, seconds
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):

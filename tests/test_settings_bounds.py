@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from rmcli.config.settings import SETTINGS, resolve
 from rmcli.errors import ConfigError
 
+pytestmark = pytest.mark.fast  # the plumbing tier: `pytest -m fast`, seconds
+
 NUMERIC = [key for key, s in SETTINGS.items() if s.type_name in ("integer", "integer|auto")]
 VALUES = st.one_of(
     st.integers(min_value=-(10**30), max_value=10**30),
