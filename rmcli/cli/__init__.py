@@ -62,7 +62,7 @@ def _root(
 
 
 def _register_commands() -> None:
-    from rmcli.cli import bench, config, models, plugins, rembg, remove
+    from rmcli.cli import bench, config, models, plugins, rembg, remove, serve
 
     remove.register(app)
     rembg.register(app)
@@ -70,6 +70,7 @@ def _register_commands() -> None:
     plugins.register(app)
     bench.register(app)
     config.register(app)
+    serve.register(app)
 
 
 def error_line(message: str) -> str:

@@ -37,6 +37,18 @@ def _parse_int(raw: Any) -> int:
         raise ValueError("is not an integer") from None
 
 
+def _parse_seconds(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("is not a number of seconds")
+    try:
+        value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
+    except ValueError:
+        raise ValueError("is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
 def _parse_str(raw: Any) -> str:
     if not isinstance(raw, str):
         raise ValueError("is not a string")
@@ -169,6 +181,126 @@ def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **k
     type_name = kw.pop("type_name", names.get(parse, "string"))
     return Setting(key, parse, default, help, type_name, **kw)
 
+
+SERVE_SETTINGS: list[Setting] = [
+    _setting("serve_host", _parse_str, "127.0.0.1", "rmcli serve: address to listen on."),
+    _setting(
+        "serve_port", _parse_int, 7000, "rmcli serve: TCP port (0: any free port).", minimum=0
+    ),
+    _setting(
+        "serve_slots",
+        _parse_int,
+        0,
+        "rmcli serve: inferences run at once; each gets cores / slots intra-op threads "
+        "(0: one slot per core).",
+        minimum=0,
+    ),
+    _setting(
+        "serve_queue",
+        _parse_int,
+        32,
+        "rmcli serve: requests waiting for an inference slot; beyond it 503 + Retry-After.",
+        minimum=0,
+    ),
+    _setting(
+        "serve_codec_threads",
+        _parse_int,
+        0,
+        "rmcli serve: threads decoding and encoding images (0: the usable cores).",
+        minimum=0,
+    ),
+    _setting(
+        "serve_deadline",
+        _parse_seconds,
+        30.0,
+        "rmcli serve: seconds a request may take, queue included; later it gets 503.",
+        type_name="seconds",
+    ),
+    _setting(
+        "serve_retry_after",
+        _parse_int,
+        1,
+        "rmcli serve: seconds sent in Retry-After with a 503.",
+        minimum=0,
+    ),
+    _setting(
+        "serve_max_body",
+        _parse_int,
+        50 * 1024 * 1024,
+        "rmcli serve: largest request body in bytes (413 beyond).",
+        minimum=1,
+    ),
+    _setting(
+        "serve_models",
+        _parse_str,
+        "",
+        "rmcli serve: comma-separated models requests may ask for (empty: every model).",
+    ),
+    _setting(
+        "serve_max_sessions",
+        _parse_int,
+        4,
+        "rmcli serve: sessions kept loaded; the least recently used one goes first.",
+        minimum=1,
+    ),
+    _setting(
+        "serve_session_ttl",
+        _parse_seconds,
+        600.0,
+        "rmcli serve: seconds an unused session stays loaded.",
+        type_name="seconds",
+    ),
+    _setting(
+        "serve_warmup",
+        _parse_bool,
+        True,
+        "rmcli serve: build the default model's session and run it once before /readyz is ok.",
+    ),
+    _setting(
+        "serve_grace",
+        _parse_seconds,
+        10.0,
+        "rmcli serve: on SIGTERM or Ctrl-C, seconds in-flight requests get to finish.",
+        type_name="seconds",
+    ),
+    _setting(
+        "serve_token",
+        _parse_str,
+        "",
+        "rmcli serve: bearer token required by the API and /metrics (empty: none).",
+    ),
+    _setting(
+        "serve_cors_origins",
+        _parse_str,
+        "",
+        "rmcli serve: comma-separated origins allowed by CORS, or * (empty: CORS off).",
+    ),
+    _setting(
+        "serve_url_fetch",
+        _parse_bool,
+        False,
+        "rmcli serve: allow GET /api/remove?url=... (public http(s) addresses only).",
+    ),
+    _setting(
+        "serve_url_allow",
+        _parse_str,
+        "",
+        "rmcli serve: comma-separated networks (CIDR) url fetching may reach although private.",
+    ),
+    _setting(
+        "serve_url_max_bytes",
+        _parse_int,
+        20 * 1024 * 1024,
+        "rmcli serve: largest image fetched from a URL, in bytes.",
+        minimum=1,
+    ),
+    _setting(
+        "serve_access_log",
+        _parse_bool,
+        True,
+        "rmcli serve: log one line per request (logger rmcli.serve.access).",
+    ),
+]
 
 SETTINGS: dict[str, Setting] = {
     s.key: s
@@ -452,6 +584,7 @@ SETTINGS: dict[str, Setting] = {
             "Fail instead of falling back to the CPU when the GPU is not used.",
             session=True,
         ),
+        *SERVE_SETTINGS,
     ]
 }
 

@@ -1,0 +1,29 @@
+"""``rmcli serve``: background removal over HTTP under a fixed core budget.
+
+:func:`create_app` builds the FastAPI application from resolved settings (the engine, metrics,
+routes); :func:`rmcli.serve.server.serve` runs it under uvicorn. Needs the ``serve`` extra.
+See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from rmcli.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, **values: Any) -> FastAPI:
+    """The ASGI application for ``settings`` (default: resolved as the CLI does), with
+    ``values`` overriding them; serve it with any ASGI server (``rmcli serve`` uses uvicorn)."""
+    from rmcli.serve.app import create_app as build
+    from rmcli.settings import resolve
+
+    settings = resolve() if settings is None else settings
+    if values:
+        settings = settings.with_values("create_app()", **values)
+    return build(settings)

@@ -1,0 +1,437 @@
+"""The engine behind ``rmcli serve``: core budget, fair slot scheduler, session pool, pools.
+
+One request goes: admission (bounded, see :mod:`rmcli.serve.app`), header check, a wait for
+one of K inference slots (per-model queues served round-robin), decoding and inference on the
+slot's thread, then composition and encoding on the codec pool. K x intra-op threads never
+exceeds the usable cores, so concurrent requests queue instead of oversubscribing the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rmcli.cpus import usable_cpu_count
+from rmcli.errors import InputError, RmcliError, UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from rmcli.compose import ComposeOptions
+    from rmcli.models import Model
+    from rmcli.session import LoadedSession
+    from rmcli.settings import Settings
+
+log = logging.getLogger("rmcli.serve")
+
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
+
+
+class ServeError(RmcliError):
+    """An expected failure answered with ``status`` and a one-line reason."""
+
+    def __init__(
+        self, status: int, reason: str, retry_after: int | None = None, tag: str = ""
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.retry_after = retry_after
+        self.tag = tag  # for metrics: why a 503 was given (queue_full, deadline)
+
+
+@dataclass(frozen=True)
+class CoreBudget:
+    """K inference slots of ``threads`` intra-op threads each; K x threads <= usable cores."""
+
+    usable: int
+    slots: int
+    threads: int
+
+    @classmethod
+    def split(cls, usable: int, wanted_slots: int = 0) -> CoreBudget:
+        """``wanted_slots`` (0: one per core) clamped to the cores; threads = cores // slots."""
+        usable = max(1, usable)
+        slots = usable if wanted_slots <= 0 else min(wanted_slots, usable)
+        if wanted_slots > usable:
+            log.warning(
+                "serve_slots %d is above the %d usable cores: using %d slots of 1 thread",
+                wanted_slots,
+                usable,
+                usable,
+            )
+        return cls(usable, slots, max(1, usable // slots))
+
+
+class FairScheduler:
+    """K slots handed out round-robin across models, FIFO within one model.
+
+    ``acquire`` returns at once while a slot is free and nobody waits; otherwise the caller
+    waits in its model's queue. Cancelling a waiter (deadline, client gone) takes it out of
+    the queue; a slot granted to a waiter that is cancelled at that moment is passed on.
+    Event-loop only (not thread-safe); release from threads through ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.free = slots
+        self.waiting = 0
+        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    @property
+    def busy(self) -> int:
+        return self.slots - self.free
+
+    async def acquire(self, key: str) -> None:
+        if self.free > 0 and self.waiting == 0:
+            self.free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, deque()).append(future)
+        self.waiting += 1
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted as we were cancelled: hand the slot on
+            else:
+                queue = self._queues.get(key)
+                if queue is not None and future in queue:
+                    queue.remove(future)
+                    self.waiting -= 1
+                    if not queue:
+                        del self._queues[key]
+            raise
+
+    def release(self) -> None:
+        while self._queues:
+            key, queue = next(iter(self._queues.items()))
+            future = queue.popleft()
+            self.waiting -= 1
+            if queue:
+                self._queues.move_to_end(key)  # next model's turn
+            else:
+                del self._queues[key]
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
+
+
+@dataclass
+class _Entry:
+    loaded: LoadedSession
+    last_used: float
+
+
+class SessionPool:
+    """Sessions per (model, backend, session settings): built once, LRU and idle-TTL bounded.
+
+    Simultaneous first requests for one key wait for the single build in progress.
+    """
+
+    def __init__(
+        self,
+        max_sessions: int,
+        ttl: float,
+        build: Callable[[Model, Any, Settings], LoadedSession] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from rmcli.session import build_session
+
+        self.max_sessions = max_sessions
+        self.ttl = ttl
+        self.builds = 0
+        self.evictions = 0
+        self._build = build or build_session
+        self._clock = clock
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._building: dict[tuple, Future[LoadedSession]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, model: Model, backend: Any, settings: Settings) -> LoadedSession:
+        key = (model.name, model.weights, backend.name, settings.session_key())
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.last_used = self._clock()
+                self._entries.move_to_end(key)
+                return entry.loaded
+            pending = self._building.get(key)
+            builder = pending is None
+            if builder:
+                pending = self._building[key] = Future()
+        if not builder:
+            return pending.result()
+        try:
+            loaded = self._build(model, backend, settings)
+        except BaseException as exc:
+            with self._lock:
+                del self._building[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            self.builds += 1
+            self._entries[key] = _Entry(loaded, self._clock())
+            del self._building[key]
+            while len(self._entries) > self.max_sessions:
+                old, _ = self._entries.popitem(last=False)
+                self.evictions += 1
+                log.info("session %s evicted (least recently used)", old[0])
+        pending.set_result(loaded)
+        return loaded
+
+    def evict_idle(self) -> int:
+        """Drop sessions unused for ``ttl`` seconds; how many went."""
+        now = self._clock()
+        with self._lock:
+            stale = [k for k, e in self._entries.items() if now - e.last_used >= self.ttl]
+            for key in stale:
+                del self._entries[key]
+                log.info("session %s evicted (idle)", key[0])
+            self.evictions += len(stale)
+        return len(stale)
+
+
+@dataclass
+class Job:
+    """One image to cut out, as a route hands it to the engine."""
+
+    data: bytes
+    model: str
+    options: ComposeOptions
+    fmt: str = "png"
+    background: bytes | None = None
+    label: str = "upload"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Output:
+    body: bytes
+    media_type: str
+    model: str
+
+
+class Engine:
+    """Runs jobs under the core budget; owns the pools, the scheduler and the sessions."""
+
+    def __init__(self, settings: Settings) -> None:
+        from rmcli.families import model_for
+        from rmcli.plugins import get_backend
+
+        self.settings = settings
+        self.budget = CoreBudget.split(usable_cpu_count(), settings["serve_slots"])
+        self.backend = get_backend(settings["backend"])
+        self.default_model = model_for(settings)
+        codec = settings["serve_codec_threads"] or self.budget.usable
+        self.infer_pool = ThreadPoolExecutor(self.budget.slots, thread_name_prefix="rmcli-infer")
+        self.codec_pool = ThreadPoolExecutor(codec, thread_name_prefix="rmcli-codec")
+        self.scheduler = FairScheduler(self.budget.slots)
+        self.sessions = SessionPool(settings["serve_max_sessions"], settings["serve_session_ttl"])
+        allowed = [m.strip() for m in settings["serve_models"].split(",") if m.strip()]
+        self.allowed_models = set(allowed) | {self.default_model.name} if allowed else None
+        self.inferences = 0
+        self._models: dict[str, tuple[Model, Settings]] = {}
+        self._observe: Callable[[str, float], None] = lambda stage, seconds: None
+
+    def observe_with(self, observe: Callable[[str, float], None]) -> None:
+        """Report each stage's seconds (queue, decode, inference, encode) to ``observe``."""
+        self._observe = observe
+
+    def model(self, name: str | None) -> tuple[Model, Settings]:
+        """The model and the session settings for a request naming ``name`` (None: default)."""
+        name = name or self.default_model.name
+        if self.allowed_models is not None and name not in self.allowed_models:
+            raise ServeError(
+                400,
+                f"model {name!r} is not served here (serve_models: "
+                f"{', '.join(sorted(self.allowed_models))})",
+            )
+        found = self._models.get(name)
+        if found is None:
+            from rmcli.families import model_for
+
+            if name == self.default_model.name:
+                settings = self.settings
+            else:
+                settings = self.settings.with_values("request", model=name, model_path="")
+            settings = settings.with_values("serve core budget", intra_threads=self.budget.threads)
+            found = (model_for(settings), settings)  # an unknown name is a UsageError
+            self._models[name] = found
+        return found
+
+    async def run(self, job: Job, deadline: float) -> Output:
+        """Cut out ``job`` before the loop time ``deadline``; ServeError on expected failures."""
+        model, settings = self.model(job.model)
+        probe(job.data, job.label, settings["max_pixels"])
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                queued = time.perf_counter()
+                await self.scheduler.acquire(model.name)
+                job.timings["queue"] = time.perf_counter() - queued
+                held = loop.run_in_executor(self.infer_pool, self._held, job, model, settings)
+                image, mask = await _shielded(held)
+                result = loop.run_in_executor(self.codec_pool, self._finish, job, image, mask)
+                body = await _shielded(result)
+        except TimeoutError:
+            raise ServeError(
+                503,
+                f"deadline of {self.settings['serve_deadline']:g} s passed before the image "
+                "was done (serve_deadline)",
+                retry_after=self.settings["serve_retry_after"],
+                tag="deadline",
+            ) from None
+        for stage, seconds in job.timings.items():
+            self._observe(stage, seconds)
+        media = "image/png" if job.options.only_mask else MEDIA_TYPES[job.fmt]
+        return Output(body, media, model.name)
+
+    def _held(self, job: Job, model: Model, settings: Settings) -> tuple[Any, Any]:
+        """On an inference slot: decode, then the mask; the slot is released when done."""
+        loop_release = self._release_from_thread
+        try:
+            from rmcli.decoding import load_checked
+
+            started = time.perf_counter()
+            image = load_checked(job.data, job.label, settings["max_pixels"])
+            job.timings["decode"] = time.perf_counter() - started
+            loaded = self.sessions.get(model, self.backend, settings)
+            started = time.perf_counter()
+            tensor = model.preprocess(image)
+            mask = model.to_mask(loaded.run(tensor), image.size)
+            job.timings["inference"] = time.perf_counter() - started
+            self.inferences += 1
+            return image, mask
+        finally:
+            loop_release()
+
+    def _finish(self, job: Job, image: Image.Image, mask: Image.Image) -> bytes:
+        """On the codec pool: compose (background, crop...) and encode."""
+        from rmcli.imaging import encode
+
+        started = time.perf_counter()
+        result = compose_with_background(job, image, mask, self.settings["max_pixels"])
+        body = encode(result, "png" if job.options.only_mask else job.fmt)
+        job.timings["encode"] = time.perf_counter() - started
+        return body
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop whose scheduler inference threads release slots to."""
+        self._loop = loop
+
+    def _release_from_thread(self) -> None:
+        self._loop.call_soon_threadsafe(self.scheduler.release)
+
+    async def warm_up(self) -> float:
+        """Build the default model's session and run it once, on a slot; the seconds it took."""
+        started = time.perf_counter()
+        model, settings = self.model(None)
+        await self.scheduler.acquire(model.name)
+        await _shielded(
+            asyncio.get_running_loop().run_in_executor(self.infer_pool, self._warm, model, settings)
+        )
+        return time.perf_counter() - started
+
+    def _warm(self, model: Model, settings: Settings) -> None:
+        from PIL import Image
+
+        try:
+            loaded = self.sessions.get(model, self.backend, settings)
+            image = Image.new("RGB", (64, 48), (128, 128, 128))
+            model.to_mask(loaded.run(model.preprocess(image)), image.size)
+        finally:
+            self._release_from_thread()
+
+    def close(self) -> None:
+        self.infer_pool.shutdown(wait=False, cancel_futures=True)
+        self.codec_pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _shielded(future: asyncio.Future) -> Any:
+    """Await a thread's work; when cancelled, the thread still finishes (its slot is freed
+    by the thread itself) and its result is dropped."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved"
+        raise
+
+
+def probe(data: bytes, label: str, max_pixels: int) -> None:
+    """Refuse from the header alone, before queueing: not an image (400), too large (422)."""
+    from PIL import Image
+
+    if not data:
+        raise ServeError(400, f"{label}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as exc:
+        detail = str(exc).split(",")[0].replace("Image size", "size")
+        raise ServeError(
+            422, f"{label}: refused as a possible decompression bomb: {detail}"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise ServeError(400, f"{label}: not an image (or a format Pillow cannot read)") from None
+    except Exception as exc:  # noqa: BLE001 - any header Pillow cannot parse
+        raise ServeError(400, f"{label}: cannot read the image header: {exc}") from None
+    if width * height > max_pixels:
+        raise ServeError(
+            422,
+            f"{label}: {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} set by max_pixels (RMCLI_MAX_PIXELS)",
+        )
+
+
+def compose_with_background(
+    job: Job, image: Image.Image, mask: Image.Image, max_pixels: int
+) -> Image.Image:
+    """:func:`rmcli.compose.compose`, with an uploaded background image when the job has one."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from rmcli.compose import WHITE, compose, cover, flatten
+    from rmcli.decoding import load_checked
+    from rmcli.imaging import has_alpha
+
+    if job.background is None or job.options.only_mask:
+        return compose(image, mask, job.options, job.fmt, in_place=True)
+    background = load_checked(job.background, "background image", max_pixels)
+    options = replace(job.options, bgcolor=None, bg_image=None)
+    result = compose(image, mask, options, "png", in_place=True)
+    info = result.info
+    result = Image.alpha_composite(cover(background, result.size), result.convert("RGBA"))
+    if result.getchannel("A").getextrema() == (255, 255):
+        result = result.convert("RGB")
+    if job.fmt == "jpg" and has_alpha(result):
+        result = flatten(result, WHITE)
+    result.info = info
+    return result
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and one-line reason for an expected failure."""
+    from rmcli.errors import BackendError, ModelError
+
+    if isinstance(exc, ServeError):
+        return exc.status, str(exc)
+    if isinstance(exc, InputError):
+        return 400, str(exc)
+    if isinstance(exc, UsageError):
+        return 400, str(exc)
+    if isinstance(exc, ModelError | BackendError):
+        return 503, str(exc)
+    return 400, str(exc)
