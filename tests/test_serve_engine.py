@@ -1,0 +1,128 @@
+"""The serve engine's parts without HTTP: core budget, fair slots, the session pool's bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from rmcli.serve.engine import CoreBudget, FairScheduler, SessionPool  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("usable", "wanted", "slots", "threads"),
+    [(2, 0, 2, 1), (2, 1, 1, 2), (8, 3, 3, 2), (4, 9, 4, 1), (1, 0, 1, 1)],
+)
+def test_core_budget_never_gives_more_threads_than_cores(usable, wanted, slots, threads):
+    budget = CoreBudget.split(usable, wanted)
+    assert (budget.slots, budget.threads) == (slots, threads)
+    assert budget.slots * budget.threads <= usable
+
+
+def test_slots_go_round_robin_across_models_and_fifo_within_one():
+    async def scenario() -> list[str]:
+        scheduler = FairScheduler(1)
+        order: list[str] = []
+        await scheduler.acquire("a")  # the one slot is taken
+
+        async def request(model: str, n: int) -> None:
+            await scheduler.acquire(model)
+            order.append(f"{model}{n}")
+            await asyncio.sleep(0)
+            scheduler.release()
+
+        tasks = [asyncio.create_task(request("a", n)) for n in range(4)]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(request("b", n)) for n in range(2)]
+        await asyncio.sleep(0)
+        assert scheduler.waiting == 6
+        scheduler.release()
+        await asyncio.gather(*tasks)
+        assert scheduler.free == 1 and scheduler.waiting == 0
+        return order
+
+    # b's requests arrived after all of a's but are served in turn, not after them
+    assert asyncio.run(scenario()) == ["a0", "b0", "a1", "b1", "a2", "a3"]
+
+
+def test_a_cancelled_waiter_leaves_the_queue_and_never_holds_a_slot():
+    async def scenario() -> None:
+        scheduler = FairScheduler(1)
+        await scheduler.acquire("a")
+        gone = asyncio.create_task(scheduler.acquire("a"))
+        stays = asyncio.create_task(scheduler.acquire("b"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert scheduler.waiting == 1
+        scheduler.release()
+        await stays
+        scheduler.release()
+        assert scheduler.free == 1 and scheduler.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def _fake(name: str):
+    model = SimpleNamespace(name=name, weights=name + ".onnx")
+    settings = SimpleNamespace(session_key=lambda: (("intra_threads", 1),))
+    return model, SimpleNamespace(name="cpu-pinned"), settings
+
+
+def test_simultaneous_first_requests_build_one_session():
+    built: list[str] = []
+
+    def slow_build(model, backend, settings):  # stands in for ONNX Runtime's session build
+        built.append(model.name)
+        time.sleep(0.2)
+        return f"session of {model.name}"
+
+    pool = SessionPool(4, 600, build=slow_build)
+    barrier = threading.Barrier(8)
+
+    def first(_):
+        barrier.wait()
+        return pool.get(*_fake("u2netp"))
+
+    with ThreadPoolExecutor(8) as threads:
+        assert set(threads.map(first, range(8))) == {"session of u2netp"}
+    assert built == ["u2netp"] and pool.builds == 1
+
+
+def test_a_failed_build_is_retried_by_the_next_request():
+    attempts = []
+
+    def flaky(model, backend, settings):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("weights not there yet")
+        return "session"
+
+    pool = SessionPool(4, 600, build=flaky)
+    with pytest.raises(RuntimeError):
+        pool.get(*_fake("m"))
+    assert pool.get(*_fake("m")) == "session"
+
+
+def test_sessions_are_evicted_least_recently_used_first_and_when_idle():
+    now = [0.0]
+    pool = SessionPool(2, 60, build=lambda m, b, s: f"s-{m.name}", clock=lambda: now[0])
+    pool.get(*_fake("a"))
+    pool.get(*_fake("b"))
+    pool.get(*_fake("a"))  # a is now the most recently used
+    pool.get(*_fake("c"))  # over the bound: b goes
+    assert len(pool) == 2 and pool.builds == 3
+    pool.get(*_fake("a"))
+    assert pool.builds == 3  # a was kept
+    pool.get(*_fake("b"))
+    assert pool.builds == 4  # b had been evicted
+    now[0] = 59.0
+    assert pool.evict_idle() == 0
+    now[0] = 61.0
+    assert pool.evict_idle() == 2 and len(pool) == 0
