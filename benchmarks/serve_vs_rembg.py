@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "car-1.jpg"
 DEFAULT_REMBG = Path("/work/rembg-venv/bin/rembg")
-LEVELS = {1: 32, 4: 32, 16: 48, 32: 64, 64: 128}  # clients -> requests
+LEVELS = {1: 24, 4: 32, 16: 48, 32: 64, 64: 128}  # clients -> requests
 RSS_CAP_MB = 14_000  # the machine is shared: a server above this is stopped
 
 
