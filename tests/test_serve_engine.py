@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from rmcli.serve.engine import CoreBudget, FairScheduler, SessionPool  # noqa: E402
+from rmcli.serve.engine import FairScheduler, SessionPool, SlotBudget  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ from rmcli.serve.engine import CoreBudget, FairScheduler, SessionPool  # noqa: E
     [(2, 0, 2, 1), (2, 1, 1, 2), (8, 3, 3, 2), (4, 9, 4, 1), (1, 0, 1, 1)],
 )
 def test_core_budget_never_gives_more_threads_than_cores(usable, wanted, slots, threads):
-    budget = CoreBudget.split(usable, wanted)
+    budget = SlotBudget.split(usable, wanted)
     assert (budget.slots, budget.threads) == (slots, threads)
     assert budget.slots * budget.threads <= usable
 

@@ -174,8 +174,9 @@ def _images_in(folder: str, recursive: bool) -> list[Path]:
     return [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def setting_parameters() -> list[inspect.Parameter]:
-    """One option per row of the settings table, named, typed and documented by the row."""
+def setting_parameters(command: str = "remove") -> list[inspect.Parameter]:
+    """One option per row of the settings table that ``command`` takes, named, typed and
+    documented by the row."""
     return [
         inspect.Parameter(
             key,
@@ -184,6 +185,7 @@ def setting_parameters() -> list[inspect.Parameter]:
             annotation=Annotated[_kind(setting), _option(key, setting)],
         )
         for key, setting in SETTINGS.items()
+        if setting.command == command
     ]
 
 

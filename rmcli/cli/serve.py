@@ -1,45 +1,42 @@
-"""``rmcli serve``: the HTTP service (rembg-compatible API, rmcli's API, metrics, a web page)."""
+"""``rmcli serve``: the HTTP service (rembg-compatible API, rmcli's API, metrics, a web page).
+
+The options that set ``serve_*`` settings are generated from the settings table, like
+``rmcli remove``'s, so names, defaults and environment variables are written down once.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from rmcli.cli.remove import flags_given, setting_parameters
+from rmcli.config.settings import flag_help
 from rmcli.errors import UsageError
-from rmcli.settings import flag_help
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help=flag_help("serve_host"))] = None,
-    port: Annotated[int | None, typer.Option(help=flag_help("serve_port"))] = None,
-    model: Annotated[str | None, typer.Option(help=flag_help("model"))] = None,
-    backend: Annotated[str | None, typer.Option(help=flag_help("backend"))] = None,
-    slots: Annotated[int | None, typer.Option(help=flag_help("serve_slots"))] = None,
-    queue: Annotated[int | None, typer.Option(help=flag_help("serve_queue"))] = None,
-    deadline: Annotated[float | None, typer.Option(help=flag_help("serve_deadline"))] = None,
-    max_body: Annotated[int | None, typer.Option(help=flag_help("serve_max_body"))] = None,
-    models: Annotated[str | None, typer.Option(help=flag_help("serve_models"))] = None,
-    warmup: Annotated[
-        bool | None,
-        typer.Option("--warmup/--no-warmup", help=flag_help("serve_warmup"), show_default=False),
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", metavar="NAME", help=flag_help("model"), show_default=False),
     ] = None,
-    url_fetch: Annotated[
-        bool | None,
+    backend: Annotated[
+        str | None,
         typer.Option(
-            "--url-fetch/--no-url-fetch", help=flag_help("serve_url_fetch"), show_default=False
+            "--backend", "-b", metavar="NAME", help=flag_help("backend"), show_default=False
         ),
     ] = None,
-    cors_origins: Annotated[str | None, typer.Option(help=flag_help("serve_cors_origins"))] = None,
-    grace: Annotated[float | None, typer.Option(help=flag_help("serve_grace"))] = None,
     executor: Annotated[
-        str | None, typer.Option(help="Only local: inferences run in this process.")
+        str | None,
+        typer.Option(help="Only local: inferences run in this process.", show_default=False),
     ] = None,
     log_level: Annotated[
         str, typer.Option(help="Logging level: debug, info, warning, error.")
     ] = "info",
+    **given: Any,
 ) -> None:
     """Serve background removal over HTTP until SIGTERM or Ctrl-C (then drain and exit 0).
 
@@ -59,35 +56,29 @@ def serve(
             f"rmcli serve runs inferences in its own process; --executor {executor} is not "
             "supported yet (run several replicas instead: see docs/serving.md)"
         )
-    from rmcli.settings import resolve
+    from rmcli.config.settings import resolve
 
-    _setup_logging(log_level)
-    flags = {
-        "serve_host": (host, "flag --host"),
-        "serve_port": (port, "flag --port"),
-        "model": model,
-        "backend": backend,
-        "serve_slots": (slots, "flag --slots"),
-        "serve_queue": (queue, "flag --queue"),
-        "serve_deadline": (deadline, "flag --deadline"),
-        "serve_max_body": (max_body, "flag --max-body"),
-        "serve_models": (models, "flag --models"),
-        "serve_warmup": (warmup, f"flag --{'' if warmup else 'no-'}warmup"),
-        "serve_url_fetch": (url_fetch, f"flag --{'' if url_fetch else 'no-'}url-fetch"),
-        "serve_cors_origins": (cors_origins, "flag --cors-origins"),
-        "serve_grace": (grace, "flag --grace"),
-    }
+    flags = flags_given(given)
+    if model is not None:
+        flags["model"] = (model, "flag --model")
+    if backend is not None:
+        flags["backend"] = (backend, "flag --backend")
     settings = resolve(flags)
+    _setup_logging(log_level)
     from rmcli.serve.server import serve as run
 
     run(settings)
 
 
 def _setup_logging(level: str) -> None:
-    """One line per record on stderr: ``time level logger: message`` (access log included)."""
+    """One line per record on stderr, ``time level logger: message``, for every logger
+    (rmcli's, the access log's and uvicorn's)."""
+    from rmcli.log import remove_cli_handler
+
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise UsageError(f"--log-level {level!r} is not one of debug, info, warning, error")
+    remove_cli_handler()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -96,4 +87,8 @@ def _setup_logging(level: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    if "__signature__" not in vars(serve):  # once per process, however often main() runs
+        signature = inspect.signature(serve, eval_str=True)
+        fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+        serve.__signature__ = signature.replace(parameters=[*fixed, *setting_parameters("serve")])
     app.command()(serve)

@@ -78,6 +78,7 @@ class Setting:
     flag: str = ""  # the ``rmcli remove`` option, e.g. "--format" (default: --<key-dashed>)
     short: str = ""  # its short form, e.g. "-m"
     metavar: str = ""  # what --help shows for the value (default: from the type)
+    command: str = "remove"  # the command whose option sets it ("": config file and env only)
 
     @property
     def option(self) -> str:
@@ -183,9 +184,23 @@ def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **k
 
 
 SERVE_SETTINGS: list[Setting] = [
-    _setting("serve_host", _parse_str, "127.0.0.1", "rmcli serve: address to listen on."),
     _setting(
-        "serve_port", _parse_int, 7000, "rmcli serve: TCP port (0: any free port).", minimum=0
+        "serve_host",
+        _parse_str,
+        "127.0.0.1",
+        "rmcli serve: address to listen on.",
+        command="serve",
+        flag="--host",
+    ),
+    _setting(
+        "serve_port",
+        _parse_int,
+        7000,
+        "rmcli serve: TCP port (0: any free port).",
+        minimum=0,
+        maximum=65535,
+        command="serve",
+        flag="--port",
     ),
     _setting(
         "serve_slots",
@@ -194,6 +209,8 @@ SERVE_SETTINGS: list[Setting] = [
         "rmcli serve: inferences run at once; each gets cores / slots intra-op threads "
         "(0: one slot per core).",
         minimum=0,
+        command="serve",
+        flag="--slots",
     ),
     _setting(
         "serve_queue",
@@ -201,6 +218,8 @@ SERVE_SETTINGS: list[Setting] = [
         32,
         "rmcli serve: requests waiting for an inference slot; beyond it 503 + Retry-After.",
         minimum=0,
+        command="serve",
+        flag="--queue",
     ),
     _setting(
         "serve_codec_threads",
@@ -208,6 +227,8 @@ SERVE_SETTINGS: list[Setting] = [
         0,
         "rmcli serve: threads decoding and encoding images (0: the usable cores).",
         minimum=0,
+        command="serve",
+        flag="--codec-threads",
     ),
     _setting(
         "serve_deadline",
@@ -215,6 +236,9 @@ SERVE_SETTINGS: list[Setting] = [
         30.0,
         "rmcli serve: seconds a request may take, queue included; later it gets 503.",
         type_name="seconds",
+        command="serve",
+        flag="--deadline",
+        metavar="SECONDS",
     ),
     _setting(
         "serve_retry_after",
@@ -222,6 +246,8 @@ SERVE_SETTINGS: list[Setting] = [
         1,
         "rmcli serve: seconds sent in Retry-After with a 503.",
         minimum=0,
+        command="serve",
+        flag="--retry-after",
     ),
     _setting(
         "serve_max_body",
@@ -229,12 +255,17 @@ SERVE_SETTINGS: list[Setting] = [
         50 * 1024 * 1024,
         "rmcli serve: largest request body in bytes (413 beyond).",
         minimum=1,
+        command="serve",
+        flag="--max-body",
+        metavar="BYTES",
     ),
     _setting(
         "serve_models",
         _parse_str,
         "",
         "rmcli serve: comma-separated models requests may ask for (empty: every model).",
+        command="serve",
+        flag="--models",
     ),
     _setting(
         "serve_max_sessions",
@@ -242,6 +273,8 @@ SERVE_SETTINGS: list[Setting] = [
         4,
         "rmcli serve: sessions kept loaded; the least recently used one goes first.",
         minimum=1,
+        command="serve",
+        flag="--max-sessions",
     ),
     _setting(
         "serve_session_ttl",
@@ -249,12 +282,17 @@ SERVE_SETTINGS: list[Setting] = [
         600.0,
         "rmcli serve: seconds an unused session stays loaded.",
         type_name="seconds",
+        command="serve",
+        flag="--session-ttl",
+        metavar="SECONDS",
     ),
     _setting(
         "serve_warmup",
         _parse_bool,
         True,
         "rmcli serve: build the default model's session and run it once before /readyz is ok.",
+        command="serve",
+        flag="--warmup",
     ),
     _setting(
         "serve_grace",
@@ -262,18 +300,24 @@ SERVE_SETTINGS: list[Setting] = [
         10.0,
         "rmcli serve: on SIGTERM or Ctrl-C, seconds in-flight requests get to finish.",
         type_name="seconds",
+        command="serve",
+        flag="--grace",
+        metavar="SECONDS",
     ),
     _setting(
         "serve_token",
         _parse_str,
         "",
         "rmcli serve: bearer token required by the API and /metrics (empty: none).",
+        command="",
     ),
     _setting(
         "serve_cors_origins",
         _parse_str,
         "",
         "rmcli serve: comma-separated origins allowed by CORS, or * (empty: CORS off).",
+        command="serve",
+        flag="--cors-origins",
     ),
     _setting(
         "serve_url_fetch",
@@ -286,6 +330,8 @@ SERVE_SETTINGS: list[Setting] = [
         _parse_str,
         "",
         "rmcli serve: comma-separated networks (CIDR) url fetching may reach although private.",
+        command="serve",
+        flag="--url-allow",
     ),
     _setting(
         "serve_url_max_bytes",
@@ -293,12 +339,17 @@ SERVE_SETTINGS: list[Setting] = [
         20 * 1024 * 1024,
         "rmcli serve: largest image fetched from a URL, in bytes.",
         minimum=1,
+        command="serve",
+        flag="--url-max-bytes",
+        metavar="BYTES",
     ),
     _setting(
         "serve_access_log",
         _parse_bool,
         True,
         "rmcli serve: log one line per request (logger rmcli.serve.access).",
+        command="serve",
+        flag="--access-log",
     ),
 ]
 

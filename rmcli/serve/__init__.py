@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from rmcli.settings import Settings
+    from rmcli.config.settings import Settings
 
 __all__ = ["create_app"]
 
@@ -20,8 +20,8 @@ __all__ = ["create_app"]
 def create_app(settings: Settings | None = None, **values: Any) -> FastAPI:
     """The ASGI application for ``settings`` (default: resolved as the CLI does), with
     ``values`` overriding them; serve it with any ASGI server (``rmcli serve`` uses uvicorn)."""
+    from rmcli.config.settings import resolve
     from rmcli.serve.app import create_app as build
-    from rmcli.settings import resolve
 
     settings = resolve() if settings is None else settings
     if values:

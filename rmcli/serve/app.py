@@ -22,11 +22,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rmcli.compose import ComposeOptions
+from rmcli.config.settings import Settings
+from rmcli.contracts.output import ComposeOptions
 from rmcli.errors import RmcliError
 from rmcli.serve.engine import Engine, Job, ServeError, status_of
 from rmcli.serve.metrics import Metrics
-from rmcli.settings import Settings
 
 log = logging.getLogger("rmcli.serve")
 access_log = logging.getLogger("rmcli.serve.access")
@@ -228,7 +228,7 @@ class Gate:
 
 def create_app(settings: Settings) -> FastAPI:
     """The rmcli serve application for resolved ``settings`` (see ``docs/serving.md``)."""
-    from rmcli.decoding import quiet_pillow_warnings
+    from rmcli.images.decoding import quiet_pillow_warnings
 
     quiet_pillow_warnings()
     engine = Engine(settings)
@@ -265,7 +265,7 @@ def create_app(settings: Settings) -> FastAPI:
                 seconds = await engine.warm_up()
                 log.info("warm-up: %s session built and run in %.2f s", model.name, seconds)
             else:
-                from rmcli.session import store_for
+                from rmcli.engine.session import store_for
 
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(
@@ -382,7 +382,7 @@ def create_app(settings: Settings) -> FastAPI:
         responses=_error_responses(401),
     )
     async def models() -> dict[str, Any]:
-        from rmcli.plugins import models as catalogue
+        from rmcli.engine.registry import models as catalogue
 
         names = sorted(engine.allowed_models or catalogue())
         return {"default": engine.default_model.name, "models": names}
@@ -546,7 +546,7 @@ def _rembg_options(
 
 def _check_matting(options: ComposeOptions) -> None:
     if options.alpha_matting and not options.only_mask:
-        from rmcli.matting import require_pymatting
+        from rmcli.images.matting import require_pymatting
 
         require_pymatting()
 

@@ -25,10 +25,10 @@ from rmcli.errors import InputError, RmcliError, UsageError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from rmcli.compose import ComposeOptions
-    from rmcli.models import Model
-    from rmcli.session import LoadedSession
-    from rmcli.settings import Settings
+    from rmcli.config.settings import Settings
+    from rmcli.contracts.model import Model
+    from rmcli.contracts.output import ComposeOptions
+    from rmcli.engine.session import LoadedSession
 
 log = logging.getLogger("rmcli.serve")
 
@@ -48,26 +48,38 @@ class ServeError(RmcliError):
 
 
 @dataclass(frozen=True)
-class CoreBudget:
-    """K inference slots of ``threads`` intra-op threads each; K x threads <= usable cores."""
+class SlotBudget:
+    """K inference slots of ``threads`` intra-op threads each; K x threads <= usable cores.
+
+    Built on :class:`rmcli.engine.layout.CoreBudget`; the slots share one session per model,
+    so every slot gets the smallest share.
+    """
 
     usable: int
     slots: int
     threads: int
 
     @classmethod
-    def split(cls, usable: int, wanted_slots: int = 0) -> CoreBudget:
-        """``wanted_slots`` (0: one per core) clamped to the cores; threads = cores // slots."""
-        usable = max(1, usable)
-        slots = usable if wanted_slots <= 0 else min(wanted_slots, usable)
-        if wanted_slots > usable:
+    def split(cls, usable: int, wanted_slots: int = 0) -> SlotBudget:
+        """``wanted_slots`` (0: one per core) clamped to the cores."""
+        from rmcli.engine.layout import CoreBudget
+
+        budget = CoreBudget(max(1, usable))
+        if wanted_slots > budget.cores:
             log.warning(
                 "serve_slots %d is above the %d usable cores: using %d slots of 1 thread",
                 wanted_slots,
-                usable,
-                usable,
+                budget.cores,
+                budget.cores,
             )
-        return cls(usable, slots, max(1, usable // slots))
+        shares = budget.split(wanted_slots or budget.cores)
+        return cls(budget.cores, len(shares), min(shares))
+
+    def slot_settings(self, settings: Settings) -> Settings:
+        """``settings`` whose sessions fit one slot (intra_threads at most the slot's share)."""
+        from rmcli.engine.layout import CoreBudget
+
+        return CoreBudget(self.usable).slot_settings(settings, self.slots)
 
 
 class FairScheduler:
@@ -144,7 +156,7 @@ class SessionPool:
         build: Callable[[Model, Any, Settings], LoadedSession] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from rmcli.session import build_session
+        from rmcli.engine.session import build_session
 
         self.max_sessions = max_sessions
         self.ttl = ttl
@@ -227,11 +239,11 @@ class Engine:
     """Runs jobs under the core budget; owns the pools, the scheduler and the sessions."""
 
     def __init__(self, settings: Settings) -> None:
-        from rmcli.families import model_for
-        from rmcli.plugins import get_backend
+        from rmcli.engine.registry import get_backend
+        from rmcli.engine.remover import model_for
 
         self.settings = settings
-        self.budget = CoreBudget.split(usable_cpu_count(), settings["serve_slots"])
+        self.budget = SlotBudget.split(usable_cpu_count(), settings["serve_slots"])
         self.backend = get_backend(settings["backend"])
         self.default_model = model_for(settings)
         codec = settings["serve_codec_threads"] or self.budget.usable
@@ -260,13 +272,13 @@ class Engine:
             )
         found = self._models.get(name)
         if found is None:
-            from rmcli.families import model_for
+            from rmcli.engine.remover import model_for
 
             if name == self.default_model.name:
                 settings = self.settings
             else:
                 settings = self.settings.with_values("request", model=name, model_path="")
-            settings = settings.with_values("serve core budget", intra_threads=self.budget.threads)
+            settings = self.budget.slot_settings(settings)
             found = (model_for(settings), settings)  # an unknown name is a UsageError
             self._models[name] = found
         return found
@@ -302,7 +314,7 @@ class Engine:
         """On an inference slot: decode, then the mask; the slot is released when done."""
         loop_release = self._release_from_thread
         try:
-            from rmcli.decoding import load_checked
+            from rmcli.images.decoding import load_checked
 
             started = time.perf_counter()
             image = load_checked(job.data, job.label, settings["max_pixels"])
@@ -319,7 +331,7 @@ class Engine:
 
     def _finish(self, job: Job, image: Image.Image, mask: Image.Image) -> bytes:
         """On the codec pool: compose (background, crop...) and encode."""
-        from rmcli.imaging import encode
+        from rmcli.images.imaging import encode
 
         started = time.perf_counter()
         result = compose_with_background(job, image, mask, self.settings["max_pixels"])
@@ -403,9 +415,10 @@ def compose_with_background(
 
     from PIL import Image
 
-    from rmcli.compose import WHITE, compose, cover, flatten
-    from rmcli.decoding import load_checked
-    from rmcli.imaging import has_alpha
+    from rmcli.colors import WHITE
+    from rmcli.images.compose import compose, cover, flatten
+    from rmcli.images.decoding import load_checked
+    from rmcli.images.imaging import has_alpha
 
     if job.background is None or job.options.only_mask:
         return compose(image, mask, job.options, job.fmt, in_place=True)

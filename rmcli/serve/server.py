@@ -11,8 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from rmcli.config.settings import Settings
 from rmcli.serve.app import ServeState, create_app
-from rmcli.settings import Settings
 
 log = logging.getLogger("rmcli.serve")
 
