@@ -17,7 +17,7 @@ from rmcli.serve.engine import FairScheduler, SessionPool, SlotBudget  # noqa: E
 
 @pytest.mark.parametrize(
     ("usable", "wanted", "slots", "threads"),
-    [(2, 0, 2, 1), (2, 1, 1, 2), (8, 3, 3, 2), (4, 9, 4, 1), (1, 0, 1, 1)],
+    [(2, 0, 1, 2), (2, 2, 2, 1), (8, 0, 4, 2), (8, 3, 3, 2), (4, 9, 4, 1), (1, 0, 1, 1)],
 )
 def test_core_budget_never_gives_more_threads_than_cores(usable, wanted, slots, threads):
     budget = SlotBudget.split(usable, wanted)

@@ -207,7 +207,7 @@ SERVE_SETTINGS: list[Setting] = [
         _parse_int,
         0,
         "rmcli serve: inferences run at once; each gets cores / slots intra-op threads "
-        "(0: one slot per core).",
+        "(0: one slot per two cores).",
         minimum=0,
         command="serve",
         flag="--slots",
