@@ -1,9 +1,10 @@
 """``rmcli serve`` against ``rembg s`` (2.0.86) under concurrent clients, as ratios in one run.
 
-    python benchmarks/serve_vs_rembg.py [--rembg /work/rembg-venv/bin/rembg] [--markdown]
+    python benchmarks/serve_vs_rembg.py [--rembg-venv DIR]
 
-Starts ``rembg s --no-ui`` (its own venv; the u2netp weights from rmcli's store are placed in
-a temporary U2NET_HOME, as bench_vs_rembg.py does), measures it, stops it, then does the same
+Starts ``rembg s --no-ui`` (rembg[cli] 2.0.86 in its own venv, benchmarks/.rembg-venv, made
+once as bench_vs_rembg.py makes it; the u2netp weights from rmcli's store are placed in a
+temporary U2NET_HOME), measures it, stops it, then does the same
 with ``rmcli serve`` (default settings), both on 127.0.0.1 only. Every request POSTs the same
 photo (examples/car-1.jpg) with model u2netp to ``/api/remove``, the form both servers take.
 
@@ -31,9 +32,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_vs_rembg import DEFAULT_VENV, ensure_rembg
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "car-1.jpg"
-DEFAULT_REMBG = Path("/work/rembg-venv/bin/rembg")
 LEVELS = {1: 24, 4: 32, 16: 48, 32: 64, 64: 128}  # clients -> requests
 RSS_CAP_MB = 14_000  # the machine is shared: a server above this is stopped
 
@@ -218,10 +220,9 @@ def row(level: Level) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rembg", type=Path, default=DEFAULT_REMBG)
+    parser.add_argument("--rembg-venv", type=Path, default=DEFAULT_VENV)
     args = parser.parse_args()
-    if not args.rembg.exists():
-        raise SystemExit(f"{args.rembg} not found: install rembg[cli]==2.0.86 in its own venv")
+    rembg_exe = ensure_rembg(args.rembg_venv)  # rembg s needs the cli extra
     weights = subprocess.run(
         [sys.executable, "-m", "rmcli", "models", "pull", "u2netp"],
         capture_output=True,
@@ -232,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(weights, Path(home) / "u2netp.onnx")
         env = {**os.environ, "U2NET_HOME": home, "BROWSER": "true"}
-        rembg_cmd = [str(args.rembg), "s", "--no-ui", "--host", "127.0.0.1", "--port", "{port}"]
+        rembg_cmd = [str(rembg_exe), "s", "--no-ui", "--host", "127.0.0.1", "--port", "{port}"]
         rembg = bench("rembg s", rembg_cmd, env, "/api", [1, 4, 16, 32])
     rmcli_cmd = [
         sys.executable,

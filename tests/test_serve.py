@@ -144,6 +144,20 @@ def test_body_over_the_limit_is_413_with_or_without_a_length(server):
         one_line_error(streamed, 413)
 
 
+def test_cors_is_off_unless_origins_are_configured(server, guarded):
+    asked = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    with server.client() as client:
+        assert "access-control-allow-origin" not in client.get("/healthz", headers=asked).headers
+        assert (
+            "access-control-allow-origin" not in client.options("/v1/remove", headers=asked).headers
+        )
+    with guarded.client() as client:
+        allowed = client.options("/v1/remove", headers=asked)
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        other = client.options("/v1/remove", headers={**asked, "Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
 def test_url_fetching_is_off_unless_enabled(server):
     with server.client() as client:
         answer = client.get("/api/remove", params={"url": "http://127.0.0.1/x.jpg"})
@@ -308,6 +322,7 @@ def guarded(u2netp_path, tmp_path_factory):
         "RMCLI_SERVE_URL_ALLOW": "127.0.0.1/32",
         "RMCLI_SERVE_URL_MAX_BYTES": "1000000",
         "RMCLI_SERVE_SLOTS": "1",
+        "RMCLI_SERVE_CORS_ORIGINS": "http://app.example",
     }
     started = start_server(folder, env=env)
     yield started
