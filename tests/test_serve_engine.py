@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip("fastapi")
+pytestmark = pytest.mark.fast  # the plumbing tier: `pytest -m fast`, seconds
 
 from rmcli.serve.engine import FairScheduler, SessionPool, SlotBudget  # noqa: E402
 
