@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rmcli.cli.frames import frame_progress
 from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import SETTINGS, Setting, flag_help
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
@@ -100,7 +101,10 @@ def remove(
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
     if verbose:
         _describe(remover, session, batch.pinned)
-    with BatchProgress(len(batch.jobs), enabled=not quiet) as progress:
+    with (
+        BatchProgress(len(batch.jobs), enabled=not quiet) as progress,
+        frame_progress(enabled=not quiet and not progress.enabled),  # one clip: its frames
+    ):
         try:
             for result in batch.run(on_done=lambda r: progress.step(r.job.label),
                                     handle_signals=True):  # fmt: skip

@@ -506,8 +506,10 @@ SETTINGS: dict[str, Setting] = {
             "output_format",
             _parse_str,
             "png",
-            "Format of written images.",
-            choices=("png", "webp", "jpg"),
+            "Format of written images; clips: webm (VP9 with alpha, the default for videos), "
+            "mov (ProRes 4444 with alpha), mp4 (H.264, no alpha), animated webp or gif, "
+            "png/jpg (a folder of numbered frames). See docs/video.md.",
+            choices=("png", "webp", "jpg", "webm", "mov", "mp4", "gif"),
             flag="--format",
             metavar="FORMAT",
         ),
@@ -519,6 +521,13 @@ SETTINGS: dict[str, Setting] = {
             minimum=0,
             maximum=9,
             metavar="0-9",
+        ),
+        _setting(
+            "video_smoothing",
+            _parse_bool,
+            False,
+            "Clips: smooth masks over time where they barely change (less flicker, moving "
+            "edges kept).",
         ),
         _setting(
             "max_pixels",

@@ -31,6 +31,7 @@ from rmcli.images import storage
 from rmcli.images.compose import check_options, compose
 from rmcli.images.imaging import encode, load_image, write_image
 from rmcli.images.inputs import STDIO, plan_jobs, without_existing
+from rmcli.video import pipeline as video
 
 if TYPE_CHECKING:
     from rmcli.contracts.executor import Masker as Remover
@@ -48,11 +49,14 @@ def process(
     options: OutputOptions,
     clock: Clock = untimed,
     abort: threading.Event | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Read, cut out and write one job; an unusable input raises :class:`InputError`.
 
     ``clock(stage)`` wraps each stage: decode, preprocess, inference, postprocess, encode.
     Once ``abort`` is set, the next stage (or the final rename) raises :class:`Aborted`.
+    A clip (video, animated GIF/WebP) goes to :mod:`rmcli.video`, which stops mid-clip once
+    ``stop`` is set.
     """
 
     def check() -> None:
@@ -64,6 +68,8 @@ def process(
 
     if job.error:
         raise InputError(f"{job.label}: {job.error}")
+    if video.handle(remover, job, options, clock, stop):
+        return
     with clock("decode"):
         source = sys.stdin.buffer.read() if job.source is None else job.source
         image = load_image(source, job.label, remover.settings["max_pixels"], _note)
@@ -106,12 +112,13 @@ def process_isolated(
     options: OutputOptions,
     clock: Clock = untimed,
     abort: threading.Event | None = None,
+    stop: threading.Event | None = None,
 ) -> Result | None:
     """:func:`process` as a :class:`Result`: an unusable input, or an unexpected exception
     while handling this one input, is this input's failure and the batch goes on. None when
     the batch was aborted before this job wrote anything."""
     try:
-        process(remover, job, options, clock, abort)
+        process(remover, job, options, clock, abort, stop)
     except Aborted:
         return None
     except InputError as exc:
@@ -146,7 +153,7 @@ def run_local(
     abort = getattr(stop, "aborted", None)
 
     def handle(job: Job, timed: Clock) -> Result | None:
-        return process_isolated(remover, job, options, timed, abort)
+        return process_isolated(remover, job, options, timed, abort, stop)
 
     inflight = remover.settings["inflight"]
     yield from run_pipelined(handle, jobs, stop, inflight=inflight, clock=clock)
@@ -174,6 +181,7 @@ def in_input_order(
 
 
 FILE_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg"}
+FILE_FORMATS.update({".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".gif": "gif"})  # clips
 
 
 def output_file_format(output: str | None) -> str | None:
@@ -249,6 +257,7 @@ class Batch:
             raise UsageError("-o - (stdout) takes exactly one input")
         if file_format:
             jobs = self._to_file(jobs, out, file_format)
+        jobs = video.plan(jobs, settings, self.options)  # clips: clip.webm, frame folders...
         self.skipped = 0
         self.skipped_jobs: list[Job] = []
         if settings["skip_existing"]:

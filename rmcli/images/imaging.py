@@ -13,7 +13,26 @@ if TYPE_CHECKING:
     from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-FORMAT_SUFFIX = {"png": ".png", "webp": ".webp", "jpg": ".jpg"}
+# webm, mov, mp4 and gif are written for clips only (rmcli.video)
+FORMAT_SUFFIX = {
+    **{"png": ".png", "webp": ".webp", "jpg": ".jpg"},
+    **{"webm": ".webm", "mov": ".mov", "mp4": ".mp4", "gif": ".gif"},
+}
+# read by rmcli.video (PyAV); folders include them only when PyAV is installed
+VIDEO_SUFFIXES = {
+    ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".flv",
+    ".wmv", ".ts", ".mts", ".3gp",
+}  # fmt: skip
+
+
+def input_suffixes() -> set[str]:
+    """Suffixes picked up in folders: images, and videos when PyAV is there to read them."""
+    import importlib.util
+
+    if importlib.util.find_spec("av") is None:
+        return IMAGE_SUFFIXES
+    return IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
 
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy.ndarray
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from rmcli.contracts.jobs import Job, Location
 from rmcli.images import storage
-from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES
+from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES, input_suffixes
 
 STDIO = "-"
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     """Entries named like images; a FIFO or broken link is kept so it is reported, not skipped."""
     pattern = "**/*" if recursive else "*"
     return sorted(
-        p for p in folder.glob(pattern) if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in folder.glob(pattern) if not p.is_dir() and p.suffix.lower() in input_suffixes()
     )
 
 
