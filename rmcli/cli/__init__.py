@@ -62,10 +62,11 @@ def _root(
 
 
 def _register_commands() -> None:
-    from rmcli.cli import bench, config, models, plugins, rembg, remove, serve
+    from rmcli.cli import bench, config, models, plugins, rembg, remove, serve, stream
 
     remove.register(app)
     rembg.register(app)
+    stream.register(app)
     models.register(app)
     plugins.register(app)
     bench.register(app)
