@@ -51,7 +51,7 @@ def test_torture_folder_one_line_per_bad_file_and_correct_outputs(u2netp_path, t
         mine = [ln for ln in errors if ln.startswith(f"{label}: ")]
         assert len(mine) == 1 and phrase in mine[0], (label, done.stderr)
     notes = [ln for ln in lines if ln.startswith("rmcli: note: ")]
-    assert notes == ["rmcli: note: in/animated.gif: has 3 frames; only the first is used"]
+    assert notes == ["rmcli: note: in/pages.tif: has 3 frames; only the first is used"]
     assert lines[-1] == f"{len(valid)} written, {len(expected)} failed"
     assert len(lines) == len(errors) + len(notes) + 1, done.stderr
 

@@ -86,8 +86,9 @@ def build_valid(folder: Path) -> dict[str, dict]:
     expect["exif-rotated.jpg"] = {"size": (40, 80), "red_on_top": True}
 
     frames = [Image.new("RGB", (32, 24), colour) for colour in ("red", "blue", "green")]
-    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
-    expect["animated.gif"] = {"size": (32, 24), "first_frame_red": True, "frames": 3}
+    # a multi-page TIFF: its first page is used (animated GIF/WebP are clips: test_video.py)
+    frames[0].save(folder / "pages.tif", save_all=True, append_images=frames[1:])
+    expect["pages.tif"] = {"size": (32, 24), "first_frame_red": True, "frames": 3}
 
     exif = Image.Exif()
     exif[0x0112] = 6
