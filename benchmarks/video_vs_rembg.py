@@ -13,7 +13,8 @@ PyAV, then runs on it, interleaved and ``--repeats`` times, with u2netp on the C
 
 The ffmpeg binary comes from the imageio-ffmpeg wheel, installed once into .bench/ (not a
 project dependency). Reported per command: frames per second (frames / wall), CPU
-utilisation (user+system / wall, the whole pipeline) and peak RSS (the largest process).
+utilisation (user+system / wall, the whole pipeline), CPU seconds per frame (less sensitive
+to other load on the machine than wall time) and peak RSS (the largest process).
 
 Then, in one process with a warm session: the steady frames per second of a clip through
 rmcli's pipeline against the session's pure inference rate on the same pre-processed frames;
@@ -251,11 +252,22 @@ def report(runs, steady, memory, frames, long_frames, markdown: bool) -> None:
         name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()
     }
     base = med["ffmpeg | rembg b"]["fps"]
+    base_cpu = med["ffmpeg | rembg b"]["cpu"] / base  # CPU seconds per frame
     rows = [
-        (name, f"{m['fps']:.2f}", f"{m['fps'] / base:.2f}x", f"{m['cpu']:.2f}", f"{m['rss']:.0f}")
+        (
+            name,
+            f"{m['fps']:.2f}",
+            f"{m['fps'] / base:.2f}x",
+            f"{m['cpu']:.2f}",
+            f"{m['cpu'] / m['fps']:.2f}",
+            f"{base_cpu / (m['cpu'] / m['fps']):.2f}x",
+            f"{m['rss']:.0f}",
+        )
         for name, m in med.items()
     ]
-    head = ("command", "fps", "vs rembg b", "CPU cores", "peak RSS MB")
+    head = (
+        "command", "fps", "vs rembg b", "CPU cores", "CPU s/frame", "less CPU", "peak RSS MB",
+    )  # fmt: skip
     print(f"{frames} frames of {WIDTH}x{HEIGHT} at {FPS} fps, u2netp, CPU")
     if markdown:
         print("| " + " | ".join(head) + " |")
@@ -264,7 +276,7 @@ def report(runs, steady, memory, frames, long_frames, markdown: bool) -> None:
             print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     else:
         for row in (head, *rows):
-            print(f"{row[0]:<36} {row[1]:>7} {row[2]:>11} {row[3]:>10} {row[4]:>12}")
+            print(f"{row[0]:<36}" + "".join(f"{cell:>13}" for cell in row[1:]))
     pipeline = statistics.median(steady["pipeline"])
     pure = statistics.median(steady["pure"])
     print(
