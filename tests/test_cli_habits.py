@@ -39,7 +39,8 @@ def test_remove_help_shows_defaults_choices_and_variables():
     out = rmcli("remove", "--help").stdout.decode()
     flat = " ".join(out.split())
     assert "-m, --model NAME" in out and "[default: u2netp; env: RMCLI_MODEL]" in flat
-    assert "[default: png; one of: png, webp, jpg; env: RMCLI_OUTPUT_FORMAT]" in flat
+    choices = "png, webp, jpg, webm, mov, mp4, gif"
+    assert f"[default: png; one of: {choices}; env: RMCLI_OUTPUT_FORMAT]" in flat
     assert "[default: 2; 1-64; env: RMCLI_INFLIGHT]" in flat
     assert "<str>" not in out
 
