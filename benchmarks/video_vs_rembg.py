@@ -4,7 +4,8 @@
     python benchmarks/video_vs_rembg.py --markdown
 
 Generates a 1280x720 H.264 clip (the example car photo moving across a gradient, 10 fps) with
-PyAV, then runs on it, interleaved and ``--repeats`` times, with u2netp on the CPU:
+PyAV, then runs on it, interleaved and ``--repeats`` times (after one unmeasured warm-up run
+of each command on a 3-frame clip), with u2netp on the CPU:
 
 - ``ffmpeg -i clip.mp4 -f rawvideo -pix_fmt rgb24 - | rembg b -m u2netp 1280 720 -o out-%05d.png``
   (rembg 2.0.86 with its CLI extra, from ``--rembg-venv``: created in .bench/ when missing);
@@ -221,6 +222,10 @@ def main() -> None:
                 "sh", "-c", f"{feed} | {rmcli_sh} b {WIDTH} {HEIGHT} -o {{out}}/f-%05d.png",
             ],
         }  # fmt: skip
+        warm = tmp / "warm.mp4"
+        warm_frames = make_clip(warm, 0.3)
+        for cmd in commands.values():  # warm the page cache, .pyc files and numba's cache
+            measure([part.replace(str(clip), str(warm)) for part in cmd], env, tmp, warm_frames)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
         for rep in range(args.repeats):
             order = list(commands.items())
