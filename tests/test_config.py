@@ -187,7 +187,7 @@ def test_bad_flag_value_names_the_flag(flag, message, tmp_path):
         ("intra_threads", "0", "intra_threads='0' must be >= 1 or 'auto'"),
         ("inter_threads", "0", "inter_threads='0' is below the minimum 1"),
         ("cpu_binding", "0-4096", "cpu_binding='0-4096' names CPUs"),
-        ("output_format", "gif", "output_format='gif' is not one of png, webp, jpg"),
+        ("output_format", "tiff", "output_format='tiff' is not one of png, webp, jpg, webm"),
         ("model", "u2netq", "unknown model 'u2netq' (did you mean"),
     ],
 )
