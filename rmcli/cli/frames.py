@@ -21,12 +21,17 @@ def frame_progress(enabled: bool = True) -> Iterator[None]:
     def show(label: str, done: int, expected: int | None) -> None:
         if not active:
             return
+        if done == 0:  # the clip is over
+            with lock:
+                sys.stderr.write("\r\x1b[K")
+                sys.stderr.flush()
+            return
         now = time.monotonic()
         start = started.setdefault(label, now)
         rate = (done - 1) / (now - start) if done > 1 and now > start else 0.0
-        total = f"/{expected}" if expected else ""
+        total = f"/{expected}" if expected and expected >= done else ""
         eta = ""
-        if expected and rate > 0:
+        if total and rate > 0:
             eta = f"  ETA {max(0.0, (expected - done) / rate):.0f} s"
         with lock:
             sys.stderr.write(f"\r\x1b[K[frame {done}{total}] {label}  {rate:.1f} fps{eta}")

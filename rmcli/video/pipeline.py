@@ -54,7 +54,8 @@ class Remover(Protocol):
 QUEUE = 4  # frames waiting between two stages
 _END = object()
 
-FrameListener = Callable[[str, int, int | None], None]  # label, frames done, frames expected
+# label, frames written so far (0 once the clip is over), frames expected (None: unknown)
+FrameListener = Callable[[str, int, int | None], None]
 _listener: FrameListener | None = None
 
 
@@ -230,7 +231,7 @@ def _run(
 
     try:
         run_stages(
-            remover, reader.items(), write, clip.label, clip.frames, clock, stop,
+            remover, reader.items(), write, clip.label, clip.expected_frames, clock, stop,
             audio=writer.add_audio, finish=writer.finish, masks=store,
         )  # fmt: skip
     except BaseException:
@@ -393,6 +394,8 @@ def run_stages(
         abort.set()
         decoder.join()
         encoder.join()
+    if listener is not None:
+        listener(label, 0, expected)  # this clip is done (0 frames: clear the display)
     if failures:
         failure = failures[0]
         if isinstance(failure, InputError):

@@ -29,6 +29,15 @@ class Clip:
     has_audio: bool = False
 
     @property
+    def expected_frames(self) -> int | None:
+        """The frame count from the header, else estimated from duration and rate."""
+        if self.frames:
+            return self.frames
+        if self.duration and self.rate:
+            return max(1, round(self.duration * float(self.rate)))
+        return None
+
+    @property
     def pixels(self) -> int:
         return self.width * self.height
 
