@@ -20,7 +20,15 @@ WEIGHTS_CACHE = ROOT / ".pytest_cache" / "rmcli-models"  # shared by test runs, 
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory, monkeypatch):
-    """No user config, no RMCLI_* from the caller, no rembg cache; a shared weights cache."""
+    """No user config, no RMCLI_* from the caller, no rembg cache; a shared weights cache.
+
+    ``RMCLI_TEST_BACKEND=openvino`` runs the tests on that backend (e.g. the parity tests
+    in an environment with onnxruntime-openvino); ``RMCLI_TEST_PRECISION`` likewise.
+    """
+    chosen = {
+        "RMCLI_BACKEND": os.environ.get("RMCLI_TEST_BACKEND", ""),
+        "RMCLI_PRECISION": os.environ.get("RMCLI_TEST_PRECISION", ""),
+    }
     for name in list(os.environ):
         if name.startswith("RMCLI_") or name in {
             "OMP_NUM_THREADS",
@@ -33,6 +41,9 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RMCLI_CONFIG", str(config_dir / "config.toml"))
     monkeypatch.setenv("RMCLI_MODELS_DIR", str(WEIGHTS_CACHE))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path_factory.mktemp("no-rembg-cache")))
+    for name, value in chosen.items():
+        if value:
+            monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -38,9 +38,12 @@ def bench(
     Per configuration: session creation time, median and p90 time per image (mask only:
     pre-processing, inference, post-processing; decoding is outside), images per second,
     CPU use (cores busy and share of the allowed cores), peak memory, threads, and the
-    providers ONNX Runtime really uses. Without --backend: openmp-env with ORT defaults,
-    openmp-env with OMP_NUM_THREADS = allowed cores, cpu-pinned defaults, cpu-pinned with
-    the settings saved in the config file (e.g. by `rmcli tune --save`).
+    providers ONNX Runtime really uses, the precision, and the mask error (mean absolute
+    difference, 0-255, mean and worst image) against the first configuration that ran at fp32
+    on the CPU provider alone. Without --backend: openmp-env with ORT defaults, openmp-env
+    with OMP_NUM_THREADS = allowed cores, cpu-pinned defaults, cpu-pinned with the settings
+    saved in the config file (e.g. by `rmcli tune --save`), then openvino at fp32 and at bf16
+    (bf16 only where the CPU has it natively) when onnxruntime-openvino is installed.
     """
     from rmcli.cpus import usable_cpu_count
     from rmcli.tools import bench as core
@@ -92,9 +95,12 @@ def tune(
         typer.Argument(help="Images to measure on. Default: 3 sample photos shipped with rmcli."),
     ] = None,
 ) -> None:
-    """Find the fastest cpu-pinned layout for a model on this machine.
+    """Find the fastest layout for a model on this machine, within the mask error budget.
 
-    Searches intra threads, execution mode and inter threads, spinning and core binding.
+    Searches cpu-pinned's intra threads, execution mode and inter threads, spinning and core
+    binding; with onnxruntime-openvino also openvino's threads and precision (fp32, bf16
+    where native). Layouts whose masks differ from fp32 on the CPU provider by more than
+    the mask_error_budget setting (mean, 0-255 scale) are rejected first.
     All candidates run interleaved in one fresh process; after each round the slower half
     is dropped and the rest get twice the images (successive halving), within --budget.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated
 
 import typer
@@ -30,9 +31,13 @@ def backends(as_json: JsonFlag = False) -> None:
     from rmcli.config.settings import resolve
     from rmcli.contracts.backend import provider_name
     from rmcli.engine.layout import resolve_layout
+    from rmcli.engine.ort_install import mixed_install_problem
     from rmcli.engine.registry import backends as all_backends
 
     settings = resolve()
+    mixed = mixed_install_problem()
+    if mixed:
+        logging.getLogger("rmcli.cli").warning(mixed)
     rows = []
     for name, backend in sorted(all_backends().items()):
         try:

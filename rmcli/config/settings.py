@@ -55,6 +55,18 @@ def _parse_str(raw: Any) -> str:
     return raw.strip()
 
 
+def _parse_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("is not a number")
+    try:
+        value = float(raw if isinstance(raw, int | float) else str(raw).strip())
+    except ValueError:
+        raise ValueError("is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("is not a finite number")
+    return value
+
+
 def _parse_path(raw: Any) -> str:
     if not isinstance(raw, str | os.PathLike):
         raise ValueError("is not a path")
@@ -114,7 +126,7 @@ class Setting:
             value = self.parse(raw)
             if self.choices and value not in self.choices:
                 raise ValueError(f"is not one of {', '.join(self.choices)}")
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 if self.minimum is not None and value < self.minimum:
                     raise ValueError(f"is below the minimum {self.minimum}")
                 if self.maximum is not None and value > self.maximum:
@@ -179,6 +191,7 @@ def _cpu_list(raw: Any) -> str:
 def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str, **kw: Any) -> Setting:
     names = {_parse_int: "integer", _parse_bool: "boolean", _parse_str: "string"}
     names[_parse_path] = "path"
+    names[_parse_float] = "number"
     type_name = kw.pop("type_name", names.get(parse, "string"))
     return Setting(key, parse, default, help, type_name, **kw)
 
@@ -645,10 +658,48 @@ SETTINGS: dict[str, Setting] = {
             metavar="MIB",
         ),
         _setting(
+            "precision",
+            _parse_str,
+            "fp32",
+            "Numeric precision of inference: fp32 (exact masks) or bf16 (backend openvino, on "
+            "CPUs with native bf16).",
+            choices=("fp32", "bf16"),
+            session=True,
+        ),
+        _setting(
+            "openvino_cache_dir",
+            _parse_path,
+            "",
+            "Folder where backend openvino keeps compiled models (empty: openvino/ in the rmcli "
+            "cache folder; off: no cache).",
+            session=True,
+            metavar="DIR",
+        ),
+        _setting(
+            "openvino_streams",
+            _parse_int,
+            1,
+            "OpenVINO streams of backend openvino: inferences it runs at once (1 suits one "
+            "image at a time; more only for concurrent callers).",
+            minimum=1,
+            maximum=64,
+            session=True,
+            metavar="N",
+        ),
+        _setting(
+            "mask_error_budget",
+            _parse_float,
+            2.0,
+            "rmcli tune keeps only layouts whose masks differ from fp32 on the CPU provider by "
+            "at most this mean, in 1/255 units.",
+            minimum=0,
+            metavar="N",
+        ),
+        _setting(
             "strict_device",
             _parse_bool,
             False,
-            "Fail instead of falling back to the CPU when the GPU is not used.",
+            "Fail instead of falling back to the CPU when the GPU or OpenVINO is not used.",
             session=True,
         ),
         *SERVE_SETTINGS,

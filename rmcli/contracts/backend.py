@@ -40,6 +40,8 @@ class Backend:
     #: True when the backend still runs (on the CPU, with a warning) while ``availability()``
     #: says its device cannot be used; False makes building a session fail with the reason.
     cpu_fallback: bool = False
+    #: the ``precision`` values this backend honours; rmcli refuses any other before building
+    precisions: tuple[str, ...] = ("fp32",)
 
     def availability(self) -> tuple[bool, str]:
         """Whether this backend can run here, and why (or why not), in a few words."""

@@ -41,6 +41,7 @@ DISABLE_ENV = "RMCLI_DISABLE_PLUGINS"
 BUILTIN_PLUGINS = (
     "rmcli.builtins.cpu_pinned",
     "rmcli.builtins.cuda_hybrid",
+    "rmcli.builtins.openvino",
     "rmcli.builtins.openmp_env",
     "rmcli.builtins.u2net_models",
     "rmcli.builtins.isnet_models",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rmcli.config.settings import Settings, resolve
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.engine.families import custom_model
+from rmcli.engine.precision import check_precision
 from rmcli.engine.registry import get_backend, get_model
 from rmcli.engine.session import LoadedSession, get_session
 from rmcli.engine.stats import Recorder, SessionStats
@@ -59,6 +60,7 @@ class Remover:
         self.cores = cores
         self.model = model_for(settings)
         self.backend = get_backend(settings["backend"], settings.source("backend"))
+        check_precision(self.backend, settings)  # before any work, whatever the executor
         self._recorder = Recorder(self.model.name, self.backend.name)
         self._session: LoadedSession | None = None
         self._layout: ThreadLayout | None = None

@@ -12,6 +12,8 @@ from rmcli.contracts.backend import SessionPlan
 from rmcli.cpus import AFFINITY_ENTRY, check_affinity_entry
 from rmcli.engine import threadpool
 from rmcli.engine.layout import apply_layout, resolve_layout
+from rmcli.engine.ort_install import mixed_install_problem, require_onnxruntime
+from rmcli.engine.precision import check_precision
 from rmcli.engine.registry import call_hook
 from rmcli.engine.weights import WeightsStore
 from rmcli.errors import BackendError, ModelError
@@ -113,6 +115,11 @@ def build_session(
 ) -> LoadedSession:
     """A new session: layout, backend options and providers, ``adjust_session`` hooks, build,
     then the backend's and the plugins' checks of what was built."""
+    require_onnxruntime()
+    mixed = mixed_install_problem()
+    if mixed:
+        log.warning(mixed)
+    check_precision(backend, settings)
     ok, reason = backend.availability()
     if not ok and not backend.cpu_fallback:
         raise BackendError(f"backend {backend.name!r} is not available: {reason}")

@@ -54,7 +54,8 @@ def default_configurations(
     cores: int, sets: Mapping[str, str], saved: bool = True
 ) -> list[Configuration]:
     """The seed's table: legacy openmp-env twice, then cpu-pinned defaults and (when some
-    layout setting is saved in the environment or config file) the saved settings."""
+    layout setting is saved in the environment or config file) the saved settings; then
+    openvino at fp32 and bf16 where they can run."""
     rows = [
         Configuration("openmp-env, ORT defaults", "openmp-env", sets, {"OMP_NUM_THREADS": None}),
         Configuration(
@@ -67,7 +68,7 @@ def default_configurations(
     ]
     if saved:
         rows.append(Configuration("cpu-pinned, saved settings", "cpu-pinned", sets, {}))
-    return rows
+    return rows + openvino_configurations(sets)
 
 
 def layout_saved() -> bool:
@@ -77,6 +78,20 @@ def layout_saved() -> bool:
 
     settings = resolve()
     return any(settings.source(key) != "default" for key in LAYOUT_KEYS)
+
+
+def openvino_configurations(sets: Mapping[str, str]) -> list[Configuration]:
+    """openvino at fp32, and at bf16 where the CPU has it natively; none when unavailable."""
+    from rmcli.builtins.openvino import native_bf16_problem
+    from rmcli.engine.registry import backends
+
+    backend = backends().get("openvino")
+    if backend is None or not backend.availability()[0]:
+        return []
+    rows = [Configuration("openvino, fp32", "openvino", {**sets, "precision": "fp32"})]
+    if native_bf16_problem() is None:
+        rows.append(Configuration("openvino, bf16", "openvino", {**sets, "precision": "bf16"}))
+    return rows
 
 
 def backend_configurations(names: Sequence[str], sets: Mapping[str, str]) -> list[Configuration]:
@@ -118,7 +133,11 @@ def find_images(args: Sequence[str]) -> list[Path]:
 
 
 def run_configuration(
-    configuration: Configuration, images: Sequence[Path], runs: int, warmup: int = 1
+    configuration: Configuration,
+    images: Sequence[Path],
+    runs: int,
+    warmup: int = 1,
+    masks_path: Path | None = None,
 ) -> Row:
     """Measure one configuration in a fresh ``python -m rmcli.tools.bench_worker`` process."""
     env = dict(os.environ)
@@ -134,6 +153,7 @@ def run_configuration(
         "images": [str(p) for p in images],
         "runs": runs,
         "warmup": warmup,
+        "masks_path": str(masks_path) if masks_path else None,
     }
     result = call("rmcli.tools.bench_worker", request, env)
     if "error" in result:
@@ -150,16 +170,55 @@ def bench(
     """Measure every configuration in turn; speed-ups are against the first one measured."""
     if runs < 1:
         raise UsageError("-n must be at least 1")
+    import tempfile
+
     rows = []
-    for configuration in configurations:
-        if progress:
-            progress(f"measuring {configuration.label} ...")
-        rows.append(run_configuration(configuration, images, runs))
+    masks: dict[int, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="rmcli-bench-") as tmp:
+        for i, configuration in enumerate(configurations):
+            if progress:
+                progress(f"measuring {configuration.label} ...")
+            masks[i] = Path(tmp) / f"masks-{i}.npz"
+            rows.append(run_configuration(configuration, images, runs, masks_path=masks[i]))
+        mask_errors(rows, masks)
     base = next((r.result["median_seconds"] for r in rows if not r.error), None)
     for row in rows:
         if not row.error and base:
             row.result["speedup_vs_first"] = base / row.result["median_seconds"]
     return rows
+
+
+def is_reference(row: Row) -> bool:
+    """Whether a row ran at fp32 on ONNX Runtime's CPU provider alone: the mask reference."""
+    result = row.result
+    return (
+        not row.error
+        and result.get("providers") == ["CPUExecutionProvider"]
+        and result.get("precision", "fp32") == "fp32"
+    )
+
+
+def mask_errors(rows: Sequence[Row], masks: Mapping[int, Path]) -> None:
+    """Add ``mask_error_mean``/``mask_error_worst`` (0-255 scale, mean absolute difference per
+    image, at full resolution) against the first fp32 CPU-provider row, ``mask_reference``."""
+    import numpy as np
+
+    reference = next((i for i, row in enumerate(rows) if is_reference(row)), None)
+    if reference is None or not masks[reference].exists():
+        return
+    with np.load(masks[reference]) as data:
+        ref = [data[name].astype(np.int16) for name in sorted(data.files, key=int)]
+    label = rows[reference].configuration.label
+    for i, row in enumerate(rows):
+        if row.error or not masks[i].exists():
+            continue
+        with np.load(masks[i]) as data:
+            ours = [data[name].astype(np.int16) for name in sorted(data.files, key=int)]
+        errors = [float(np.abs(a - b).mean()) for a, b in zip(ours, ref, strict=True)]
+        row.result["mask_reference"] = label
+        row.result["mask_errors"] = errors
+        row.result["mask_error_mean"] = sum(errors) / len(errors)
+        row.result["mask_error_worst"] = max(errors)
 
 
 COLUMNS = [
@@ -177,8 +236,16 @@ COLUMNS = [
     ("peak RSS MiB", lambda r: f"{r['peak_rss_mb']:.0f}"),
     ("threads", lambda r: str(r["threads"])),
     ("providers", lambda r: ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"])),
+    ("precision", lambda r: r.get("precision", "fp32")),
+    ("mask err mean/worst", lambda r: _mask_error(r)),
     ("vs first", lambda r: f"{r['speedup_vs_first']:.2f}x"),
 ]
+
+
+def _mask_error(r: Mapping[str, Any]) -> str:
+    if "mask_error_mean" not in r:
+        return "-"
+    return f"{r['mask_error_mean']:.2f}/{r['mask_error_worst']:.2f}"
 
 
 def _threads(value: int) -> str:

@@ -27,6 +27,7 @@ LAYOUT_KEYS = (
     "allow_spinning",
     "graph_optimization",
     "shared_threadpool",
+    "precision",
 )
 
 
@@ -77,15 +78,22 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         remover.mask_of(image)
     remover.reset_stats()
     wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(request["runs"]):
+    masks = []
+    for run in range(request["runs"]):
         for image in images:
-            remover.mask_of(image)
+            mask = remover.mask_of(image)
+            if run == 0:
+                masks.append(mask)
     cpu = time.process_time() - cpu  # read before the wall clock: wall time encloses CPU time
     wall = time.perf_counter() - wall
     stats = remover.stats()
     cores = session.layout.usable_cpus
     cpu_cores = cpu / wall if wall > 0 else 0.0
     options = session.plan.options
+    if request.get("masks_path"):  # for the mask error against the reference configuration
+        import numpy as np
+
+        np.savez(request["masks_path"], **{str(i): np.asarray(m) for i, m in enumerate(masks)})
     return {
         "backend": remover.backend.name,
         "model": remover.model.name,
@@ -100,6 +108,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "threads": thread_count(),
         "providers": session.active_providers,
+        "precision": settings["precision"],
         # the session's layout (the object -v and the pin read); 0: ONNX Runtime's default
         "intra_threads": session.layout.intra_threads or options.intra_op_num_threads,
         "inter_threads": session.layout.inter_threads or options.inter_op_num_threads,

@@ -1,4 +1,9 @@
-"""``rmcli tune``: search cpu-pinned layouts by successive halving and keep the fastest.
+"""``rmcli tune``: search layouts by successive halving and keep the fastest.
+
+The candidates are cpu-pinned layouts, plus openvino at each thread count and precision
+(fp32, and bf16 where the CPU has it natively) when onnxruntime-openvino is installed. A
+candidate whose masks differ from fp32 on the CPU provider by more than ``mask_error_budget``
+(mean over the images, 0-255 scale) is rejected before the timing starts.
 
 The search runs in one fresh worker process (``python -m rmcli.tools.tune``). All candidate
 sessions are built first; then each round times every surviving candidate on the same
@@ -33,6 +38,7 @@ class Candidate:
     times: list[float] = field(default_factory=list)
     rounds: int = 0  # rounds it took part in
     session_seconds: float = 0.0
+    mask_error: float = 0.0  # mean absolute difference from the fp32 CPU-provider masks
 
     @property
     def median(self) -> float:
@@ -41,6 +47,8 @@ class Candidate:
     @property
     def label(self) -> str:
         v = self.values
+        if v.get("backend", "cpu-pinned") != "cpu-pinned":
+            return f"{v['backend']} {v.get('precision', 'fp32')}, {v['intra_threads']} threads"
         mode = "sequential"
         if v["execution_mode"] == "parallel":
             mode = f"parallel, inter {v['inter_threads']}"
@@ -59,10 +67,13 @@ def thread_counts(cores: int) -> list[int]:
     return sorted(counts)
 
 
-def candidates(cpus: Sequence[int], cores: int) -> list[dict[str, Any]]:
-    """The search space: intra threads x (sequential | parallel with 2 inter) x spinning x
-    (unbound | bound to the first allowed CPUs). Layouts that would change nothing are left
-    out: binding one thread (ORT never pins the calling thread), spinning with no pool, and
+def candidates(
+    cpus: Sequence[int], cores: int, openvino: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The search space: cpu-pinned with intra threads x (sequential | parallel with 2 inter)
+    x spinning x (unbound | bound to the first allowed CPUs); then openvino with each thread
+    count x each precision in ``openvino``. Layouts that would change nothing are left out:
+    binding one thread (ORT never pins the calling thread), spinning with no pool, and
     parallel mode on one core.
     """
     space = []
@@ -76,6 +87,8 @@ def candidates(cpus: Sequence[int], cores: int) -> list[dict[str, Any]]:
                 for binding in bindings:
                     space.append(
                         {
+                            "backend": "cpu-pinned",
+                            "precision": "fp32",
                             "intra_threads": intra,
                             "execution_mode": mode,
                             "inter_threads": inter,
@@ -83,6 +96,20 @@ def candidates(cpus: Sequence[int], cores: int) -> list[dict[str, Any]]:
                             "cpu_binding": binding,
                         }
                     )
+    for precision in openvino:
+        for intra in thread_counts(cores):
+            space.append(
+                {
+                    "backend": "openvino",
+                    "precision": precision,
+                    "intra_threads": intra,
+                    # not openvino's to choose (it runs the model on its own threads)
+                    "execution_mode": None,
+                    "inter_threads": None,
+                    "allow_spinning": None,
+                    "cpu_binding": None,
+                }
+            )
     return space
 
 
@@ -144,12 +171,14 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     removers: dict[int, Remover] = {}
     for values in request["candidates"]:
         candidate = Candidate(values)
-        settings = base.with_values("tune", backend="cpu-pinned", **_settable(values))
+        settings = base.with_values("tune", **_settable(values))
         remover = Remover(settings=settings)
         candidate.session_seconds = remover.session.seconds_to_create
         remover.mask_of(images[0])  # warm-up
         removers[id(candidate)] = remover
         pool.append(candidate)
+    rejected = within_error_budget(pool, removers, images, base["mask_error_budget"])
+    pool = [c for c in pool if c not in rejected]
 
     # Like rmcli remove, a bound layout pins the thread that calls run() once sessions exist:
     # each bound candidate gets its own pinned calling thread, the main thread stays free.
@@ -187,10 +216,48 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
                 "images_timed": len(c.times),
                 "rounds": c.rounds,
                 "session_seconds": c.session_seconds,
+                "mask_error": c.mask_error,
             }
             for c in board
         ],
+        "mask_error_budget": base["mask_error_budget"],
+        "rejected": [
+            {"label": c.label, "values": c.values, "mask_error": c.mask_error} for c in rejected
+        ],
     }
+
+
+def _exact(values: Mapping[str, Any]) -> bool:
+    return values.get("backend", "cpu-pinned") == "cpu-pinned" and values["precision"] == "fp32"
+
+
+def within_error_budget(
+    pool: list[Candidate], removers: Mapping[int, Any], images: Sequence[Any], budget: float
+) -> list[Candidate]:
+    """Measure each candidate's mask error against the fp32 CPU-provider masks (0 for the
+    cpu-pinned fp32 candidates themselves); return the ones over ``budget``."""
+    import numpy as np
+
+    if all(_exact(c.values) for c in pool):
+        return []
+    exact = next((c for c in pool if _exact(c.values)), None)
+    if exact is None:
+        raise UsageError("tune needs a cpu-pinned fp32 candidate as the mask reference")
+    remover = removers[id(exact)]
+    reference = [np.asarray(remover.mask_of(image), dtype=np.int16) for image in images]
+    rejected = []
+    for candidate in pool:
+        if _exact(candidate.values):
+            continue
+        remover = removers[id(candidate)]
+        errors = [
+            float(np.abs(np.asarray(remover.mask_of(image), dtype=np.int16) - ref).mean())
+            for image, ref in zip(images, reference, strict=True)
+        ]
+        candidate.mask_error = sum(errors) / len(errors)
+        if candidate.mask_error > budget:
+            rejected.append(candidate)
+    return rejected
 
 
 def _settable(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,7 +275,7 @@ def run_tune(model: str | None, budget: float, images: Sequence[Path]) -> dict[s
         "model": model,
         "budget": budget,
         "images": [str(p) for p in images],
-        "candidates": candidates(allowed_cpus(), usable_cpu_count()),
+        "candidates": candidates(allowed_cpus(), usable_cpu_count(), openvino_precisions()),
     }
     result = call("rmcli.tools.tune", request)
     if "error" in result:
@@ -216,11 +283,19 @@ def run_tune(model: str | None, budget: float, images: Sequence[Path]) -> dict[s
     return result
 
 
+def openvino_precisions() -> list[str]:
+    """The precisions openvino can run here: [] without it, fp32, and bf16 where native."""
+    from rmcli.tools.bench import openvino_configurations
+
+    return [c.values["precision"] for c in openvino_configurations({})]
+
+
 def winner_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The settings to save for a leaderboard entry: None means remove the key from the file."""
     values = dict(entry["values"])
     return {
-        "backend": "cpu-pinned",
+        "backend": values.get("backend", "cpu-pinned"),
+        "precision": values.get("precision", "fp32"),
         "intra_threads": values["intra_threads"],
         "execution_mode": values["execution_mode"],
         "inter_threads": values["inter_threads"],
@@ -249,12 +324,18 @@ def format_leaderboard(result: Mapping[str, Any]) -> str:
     """The leaderboard as aligned text, best first."""
     board = result["leaderboard"]
     best_rounds = board[0]["rounds"] if board else 0
-    lines = [f"{'#':>2}  {'median ms':>9}  {'images':>6}  {'rounds':>6}  layout"]
+    lines = [f"{'#':>2}  {'median ms':>9}  {'images':>6}  {'rounds':>6}  {'mask err':>8}  layout"]
     for rank, entry in enumerate(board, 1):
         mark = "" if entry["rounds"] == best_rounds else "  (dropped)"
         lines.append(
             f"{rank:>2}  {1000 * entry['median_seconds']:>9.1f}  {entry['images_timed']:>6}  "
-            f"{entry['rounds']:>6}  {entry['label']}{mark}"
+            f"{entry['rounds']:>6}  {entry.get('mask_error', 0.0):>8.2f}  {entry['label']}{mark}"
+        )
+    budget = result.get("mask_error_budget")
+    for entry in result.get("rejected", []):
+        lines.append(
+            f"{'-':>2}  {'':>9}  {'':>6}  {'':>6}  {entry['mask_error']:>8.2f}  "
+            f"{entry['label']}  (rejected: mask error over the budget {budget:g})"
         )
     return "\n".join(lines)
 
