@@ -112,8 +112,11 @@ class OpenVino(Backend):
 
     def describe(self, settings: Settings) -> dict[str, Any]:
         caps = cpu_capabilities()
+        precision = settings["precision"]
+        if precision == "bf16" and native_bf16_problem():
+            precision = "fp32"  # what adjust_session falls back to, with its warning
         return {
-            "precision": settings["precision"],
+            "inference_precision_hint": PRECISION_HINTS[precision],  # what OpenVINO is told
             "openvino_streams": settings["openvino_streams"],
             "openvino_cache_dir": str(cache_dir(settings) or "off"),
             "cpu_capabilities": " ".join(caps) if caps else "unknown (OpenVINO not installed)",
