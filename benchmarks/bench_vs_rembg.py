@@ -1,6 +1,9 @@
 """rmcli against rembg 2.0.86 on the same work, interleaved and repeated, as ratios.
 
     python benchmarks/bench_vs_rembg.py            # run with the Python that has rmcli
+    .venv-ov/bin/python benchmarks/bench_vs_rembg.py \
+        --config 'openvino bf16=--backend openvino --precision bf16' \
+        --config 'openvino fp32=--backend openvino' --config 'cpu-pinned='
 
 Creates (once) a virtual environment with rembg 2.0.86 in benchmarks/.rembg-venv (or uses
 --rembg-venv), places the u2netp weights from rmcli's store in a temporary U2NET_HOME, then
@@ -11,7 +14,11 @@ runs, alternating which tool goes first:
 - ``rembg --help`` vs ``rmcli --help``;
 
 and prints per work the medians of wall time, CPU utilisation (user+system / wall) and peak
-memory (max RSS of that child, from wait4) with the ratios rembg/rmcli. Finally, in one
+memory (max RSS of that child, from wait4) with the ratios rembg/rmcli, and how far rmcli's
+alpha is from rembg's (mean absolute difference per photo at full resolution, 0-255: the
+mean over the photos and the worst photo). Each ``--config LABEL=ARGS`` is one rmcli
+configuration (extra ``rmcli remove`` arguments), measured in the same interleaved rounds
+against the same rembg runs; without it, one configuration with no extra arguments. Finally, in one
 process: rmcli's steady-state time per image (a batch, warmed up) against pure ONNX Runtime
 inference of the same session on the same, already pre-processed images.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -57,10 +65,12 @@ def u2netp_weights() -> Path:
     return Path(done.stdout.strip())
 
 
-def measure(cmd: list[str], env: dict[str, str], tmp: Path) -> dict[str, float]:
-    """Run ``cmd`` (``{out}`` becomes a fresh output path); its wall seconds, CPU utilisation
-    and peak RSS in MB (the child's own rusage, from wait4)."""
-    out = Path(tempfile.mkdtemp(dir=tmp))
+def measure(
+    cmd: list[str], env: dict[str, str], tmp: Path, keep: Path | None = None
+) -> dict[str, float]:
+    """Run ``cmd`` (``{out}`` becomes a fresh output path, or ``keep``); its wall seconds, CPU
+    utilisation and peak RSS in MB (the child's own rusage, from wait4)."""
+    out = keep or Path(tempfile.mkdtemp(dir=tmp))
     cmd = [part.replace("{out}", str(out)) for part in cmd]
     start = time.perf_counter()
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -72,7 +82,8 @@ def measure(cmd: list[str], env: dict[str, str], tmp: Path) -> dict[str, float]:
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({child.returncode}):\n{err[-2000:]}")
     cpu = usage.ru_utime + usage.ru_stime
-    shutil.rmtree(out)
+    if keep is None:
+        shutil.rmtree(out)
     return {"wall": wall, "cpu": cpu / wall, "rss": usage.ru_maxrss / 1024}
 
 
@@ -122,12 +133,46 @@ print(json.dumps({"batch": batch, "pure": pure, "inflight": remover.settings["in
 """
 
 
+def parse_configs(texts: list[str] | None) -> dict[str, list[str]]:
+    """``LABEL=ARGS`` pairs into {label: argument list}; by default one, "rmcli", no arguments."""
+    if not texts:
+        return {"rmcli": []}
+    configs = {}
+    for text in texts:
+        label, sep, rest = text.partition("=")
+        if not sep or not label.strip():
+            raise SystemExit(f"--config {text!r} is not LABEL=ARGS")
+        configs[label.strip()] = shlex.split(rest)
+    return configs
+
+
+def alpha_errors(ours: Path, theirs: Path, stems: list[str]) -> list[float]:
+    """Mean absolute alpha difference per photo (0-255) between two output folders."""
+    import numpy as np
+    from PIL import Image
+
+    errors = []
+    for stem in stems:
+        a = np.asarray(Image.open(ours / f"{stem}.png").getchannel("A"), dtype=np.int16)
+        b = np.asarray(Image.open(theirs / f"{stem}.png").getchannel("A"), dtype=np.int16)
+        errors.append(float(np.abs(a - b).mean()))
+    return errors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command (median)")
     parser.add_argument("--rembg-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="LABEL=ARGS",
+        help="an rmcli configuration: a label and extra `rmcli remove` arguments (repeatable)",
+    )
+    parser.add_argument("--no-steady", action="store_true", help="skip the steady-state part")
     args = parser.parse_args()
+    configs = parse_configs(args.config)
 
     rembg = ensure_rembg(args.rembg_venv)
     rmcli = [sys.executable, "-m", "rmcli"]
@@ -140,37 +185,85 @@ def main() -> None:
         big = big_jpeg(tmp)
         works = {
             "13 photos (folder)": (
-                [str(rembg), "p", "-m", "u2netp", str(EXAMPLES), "{out}/p"],
-                [*rmcli, "remove", str(EXAMPLES), "-o", "{out}"],
+                [str(rembg), "p", "-m", "u2netp", str(EXAMPLES), "{out}"],
+                {
+                    c: [*rmcli, "remove", str(EXAMPLES), "-o", "{out}", *a]
+                    for c, a in configs.items()
+                },
             ),
             "6000x4000 JPEG": (
-                [str(rembg), "i", "-m", "u2netp", str(big), "{out}/big.png"],
-                [*rmcli, "remove", str(big), "-o", "{out}"],
+                [str(rembg), "i", "-m", "u2netp", str(big), "{out}/big-6000x4000.png"],
+                {c: [*rmcli, "remove", str(big), "-o", "{out}", *a] for c, a in configs.items()},
             ),
-            "--help": ([str(rembg), "--help"], [*rmcli, "--help"]),
+            "--help": ([str(rembg), "--help"], {c: [*rmcli, "--help"] for c in configs}),
         }
-        for work in works.values():  # warm the page cache and .pyc files of both
-            for cmd in work:
-                measure(cmd, env, tmp)
+        stems = {
+            "13 photos (folder)": sorted(p.stem for p in EXAMPLES.glob("*.jpg")),
+            "6000x4000 JPEG": ["big-6000x4000"],
+        }
+        errors: dict[str, dict[str, list[float]]] = {}
+        for name, (rembg_cmd, rmcli_cmds) in works.items():
+            # warm the page cache and .pyc files of both; keep these outputs to compare alpha
+            kept = {"rembg": tmp / "kept" / name / "rembg"}
+            kept["rembg"].mkdir(parents=True)
+            measure(rembg_cmd, env, tmp, keep=kept["rembg"])
+            for label, cmd in rmcli_cmds.items():
+                kept[label] = tmp / "kept" / name / f"rmcli-{len(kept)}"
+                kept[label].mkdir(parents=True)
+                measure(cmd, env, tmp, keep=kept[label])
+                if name in stems:
+                    errors.setdefault(name, {})[label] = alpha_errors(
+                        kept[label], kept["rembg"], stems[name]
+                    )
         runs: dict[str, dict[str, list[dict[str, float]]]] = {
-            name: {"rembg": [], "rmcli": []} for name in works
+            name: {tool: [] for tool in ["rembg", *configs]} for name in works
         }
         for rep in range(args.repeats):
-            for name, (rembg_cmd, rmcli_cmd) in works.items():
-                order = [("rembg", rembg_cmd), ("rmcli", rmcli_cmd)]
+            for name, (rembg_cmd, rmcli_cmds) in works.items():
+                order = [("rembg", rembg_cmd), *rmcli_cmds.items()]
                 for tool, cmd in order if rep % 2 == 0 else order[::-1]:
                     runs[name][tool].append(measure(cmd, env, tmp))
             print(f"round {rep + 1}/{args.repeats} done", file=sys.stderr)
-        steady = subprocess.run(
-            [sys.executable, "-c", STEADY, str(EXAMPLES), str(max(3, args.repeats))],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    report(runs, json.loads(steady.stdout), args.markdown)
+        steady = None
+        if not args.no_steady:
+            done = subprocess.run(
+                [sys.executable, "-c", STEADY, str(EXAMPLES), str(max(3, args.repeats))],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode == 0:
+                steady = json.loads(done.stdout)
+            else:
+                print(f"steady state not measured: {done.stderr.strip()[-300:]}", file=sys.stderr)
+    report(runs, steady, args.markdown, errors)
+    if errors:
+        print_errors(errors, args.markdown)
 
 
-def report(runs, steady, markdown: bool) -> None:
+def print_errors(errors: dict[str, dict[str, list[float]]], markdown: bool) -> None:
+    """Per photo alpha errors against rembg, one column per rmcli configuration."""
+    photos = sorted(p.stem for p in EXAMPLES.glob("*.jpg"))
+    folder = errors.get("13 photos (folder)", {})
+    if not folder:
+        return
+    labels = list(folder)
+    head = ["photo", *[f"{label} alpha error" for label in labels]]
+    rows = [
+        [stem, *[f"{folder[label][i]:.2f}" for label in labels]] for i, stem in enumerate(photos)
+    ]
+    print()
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        for row in [head, *rows]:
+            print("  ".join(row))
+
+
+def report(runs, steady, markdown: bool, errors=None) -> None:
+    errors = errors or {}
     rows = []
     for name, tools in runs.items():
         med = {
@@ -179,21 +272,26 @@ def report(runs, steady, markdown: bool) -> None:
             }
             for tool, results in tools.items()
         }
-        rows.append(
-            [
-                name,
-                f"{med['rembg']['wall']:.2f} s",
-                f"{med['rmcli']['wall']:.2f} s",
-                f"{med['rembg']['wall'] / med['rmcli']['wall']:.2f}x",
-                f"{med['rembg']['cpu'] * 100:.0f}%",
-                f"{med['rmcli']['cpu'] * 100:.0f}%",
-                f"{med['rembg']['rss']:.0f} MB",
-                f"{med['rmcli']['rss']:.0f} MB",
-                f"{med['rmcli']['rss'] / med['rembg']['rss']:.2f}x",
-            ]
-        )
+        for label in [t for t in tools if t != "rembg"]:
+            err = errors.get(name, {}).get(label)
+            rows.append(
+                [
+                    name,
+                    label,
+                    f"{med['rembg']['wall']:.2f} s",
+                    f"{med[label]['wall']:.2f} s",
+                    f"{med['rembg']['wall'] / med[label]['wall']:.2f}x",
+                    f"{med['rembg']['cpu'] * 100:.0f}%",
+                    f"{med[label]['cpu'] * 100:.0f}%",
+                    f"{med['rembg']['rss']:.0f} MB",
+                    f"{med[label]['rss']:.0f} MB",
+                    f"{med[label]['rss'] / med['rembg']['rss']:.2f}x",
+                    f"{sum(err) / len(err):.2f}/{max(err):.2f}" if err else "-",
+                ]
+            )
     head = [
         "work",
+        "rmcli configuration",
         "rembg wall",
         "rmcli wall",
         "speed-up",
@@ -202,9 +300,8 @@ def report(runs, steady, markdown: bool) -> None:
         "rembg peak",
         "rmcli peak",
         "memory ratio",
+        "alpha error mean/worst",
     ]
-    batch = statistics.median(steady["batch"])
-    pure = statistics.median(steady["pure"])
     if markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
@@ -214,11 +311,14 @@ def report(runs, steady, markdown: bool) -> None:
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
         for row in [head, *rows]:
             print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
-    print(
-        f"\nsteady state (13 photos, inflight={steady['inflight']}): rmcli {batch * 1000:.0f} "
-        f"ms/image, pure ORT inference of the same session {pure * 1000:.0f} ms/image: "
-        f"ratio {batch / pure:.2f}x"
-    )
+    if steady:
+        batch = statistics.median(steady["batch"])
+        pure = statistics.median(steady["pure"])
+        print(
+            f"\nsteady state (13 photos, inflight={steady['inflight']}, default settings): rmcli "
+            f"{batch * 1000:.0f} ms/image, pure ORT inference of the same session "
+            f"{pure * 1000:.0f} ms/image: ratio {batch / pure:.2f}x"
+        )
 
 
 if __name__ == "__main__":
