@@ -201,7 +201,7 @@ def main() -> None:
             "13 photos (folder)": sorted(p.stem for p in EXAMPLES.glob("*.jpg")),
             "6000x4000 JPEG": ["big-6000x4000"],
         }
-        errors: dict[str, dict[str, list[float]]] = {}
+        kept_outputs: dict[str, dict[str, Path]] = {}
         for name, (rembg_cmd, rmcli_cmds) in works.items():
             # warm the page cache and .pyc files of both; keep these outputs to compare alpha
             kept = {"rembg": tmp / "kept" / name / "rembg"}
@@ -211,10 +211,7 @@ def main() -> None:
                 kept[label] = tmp / "kept" / name / f"rmcli-{len(kept)}"
                 kept[label].mkdir(parents=True)
                 measure(cmd, env, tmp, keep=kept[label])
-                if name in stems:
-                    errors.setdefault(name, {})[label] = alpha_errors(
-                        kept[label], kept["rembg"], stems[name]
-                    )
+            kept_outputs[name] = kept
         runs: dict[str, dict[str, list[dict[str, float]]]] = {
             name: {tool: [] for tool in ["rembg", *configs]} for name in works
         }
@@ -224,6 +221,16 @@ def main() -> None:
                 for tool, cmd in order if rep % 2 == 0 else order[::-1]:
                     runs[name][tool].append(measure(cmd, env, tmp))
             print(f"round {rep + 1}/{args.repeats} done", file=sys.stderr)
+        # only now: decoding the outputs grows this process, and a child's max RSS starts
+        # from its parent's at fork time
+        errors = {
+            name: {
+                label: alpha_errors(folder, kept_outputs[name]["rembg"], stems[name])
+                for label, folder in kept_outputs[name].items()
+                if label != "rembg"
+            }
+            for name in stems
+        }
         steady = None
         if not args.no_steady:
             done = subprocess.run(
