@@ -8,6 +8,7 @@ order while counting them. :func:`process` is the work of one input.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -29,7 +30,7 @@ from rmcli.engine.stats import BatchStats
 from rmcli.errors import InputError, RmcliError, UsageError
 from rmcli.images import storage
 from rmcli.images.compose import check_options, compose
-from rmcli.images.imaging import encode, load_image, write_image
+from rmcli.images.imaging import encodable, encode, load_image, write_image
 from rmcli.images.inputs import STDIO, plan_jobs, without_existing
 from rmcli.video import pipeline as video
 
@@ -76,8 +77,12 @@ def process(
     mask = remover.mask_of(image, clock)
     with clock("postprocess"):
         # the image is ours: the mask may become its alpha channel without a copy
-        result = compose(image, mask, options.compose, options.fmt, in_place=True)
+        notice = functools.partial(_labelled, job.label)
+        result = compose(image, mask, options.compose, options.fmt, True, notice)
         del image, mask
+    too_large = encodable(result.size, options.fmt)
+    if too_large:
+        raise InputError(f"{job.label}: {too_large}")
     threads = options.threads or 1
     with clock("encode"):
         if job.output is None:
@@ -104,6 +109,10 @@ def _checked(clock: Clock, check: Callable[[], None]) -> Clock:
 
 def _note(message: str) -> None:
     log.info(f"note: {message}")
+
+
+def _labelled(label: str, message: str) -> None:
+    _note(f"{label}: {message}")
 
 
 def process_isolated(

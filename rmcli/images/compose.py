@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,10 +37,12 @@ def compose(
     options: ComposeOptions,
     fmt: str = "png",
     in_place: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> Image.Image:
     """The image to write for ``image`` (upright, 8-bit) and its model ``mask`` ("L").
 
     ``in_place=True`` lets the cut-out reuse ``image`` (the caller no longer needs it).
+    ``notice`` receives a line for each metadata block dropped (default: a logged warning).
 
     Order: post-process mask, matting or cut-out, crop, background, JPEG flattening.
     ICC profile and EXIF (orientation 1) of ``image`` are put in the result's ``info``.
@@ -53,7 +57,7 @@ def compose(
         result = mask
         if options.crop:
             result = result.crop(crop_box(mask, options.crop_threshold, options.crop_margin))
-        result.info = _metadata(image, result)
+        result.info = _metadata(image, result, fmt, notice)
         return result
     if options.alpha_matting:
         from rmcli.images.matting import matte_cutout
@@ -75,7 +79,7 @@ def compose(
             result = result.convert("RGB")  # an opaque background: no alpha channel needed
     if fmt == "jpg" and has_alpha(result):
         result = flatten(result, options.bgcolor or WHITE)
-    result.info = _metadata(image, result)
+    result.info = _metadata(image, result, fmt, notice)
     return result
 
 
@@ -178,16 +182,50 @@ def _cross_filter(pixels: np.ndarray, pick) -> np.ndarray:
 
 
 EXIF_ORIENTATION = 0x0112
+# The most one JPEG APP1 segment holds after "Exif\0\0" (Pillow refuses more).
+JPEG_MAX_EXIF = 65533 - 6
+JPEG_MAX_ICC = 255 * 65519  # Pillow splits a profile over at most 255 APP2 segments
+ICC_SIGNATURE = b"acsp"
+
+log = logging.getLogger(__name__)
 
 
-def _metadata(source: Image.Image, result: Image.Image) -> dict[str, bytes]:
-    """ICC profile (when it fits the result's colours) and EXIF with orientation reset to 1."""
+def _metadata(
+    source: Image.Image,
+    result: Image.Image,
+    fmt: str = "png",
+    notice: Callable[[str], None] | None = None,
+) -> dict[str, bytes]:
+    """ICC profile (when it fits the result's colours) and EXIF with orientation reset to 1.
+
+    Metadata comes from the input file and may be damaged in any way: a block that cannot be
+    parsed, or that the output format cannot hold, is dropped with a ``notice`` (the API logs
+    a warning) and the image is still written.
+    """
+    say = notice or log.warning
     info: dict[str, bytes] = {}
     icc = source.info.get("icc_profile")
-    if icc and result.mode in ("RGB", "RGBA") and icc[16:20] == b"RGB ":
-        info["icc_profile"] = icc
-    exif = source.getexif()
-    if len(exif):
-        exif[EXIF_ORIENTATION] = 1
-        info["exif"] = exif.tobytes()
+    if icc and result.mode in ("RGB", "RGBA"):
+        if not isinstance(icc, bytes) or len(icc) < 128 or icc[36:40] != ICC_SIGNATURE:
+            say("broken ICC profile dropped (no ICC header)")
+        elif fmt == "jpg" and len(icc) > JPEG_MAX_ICC:
+            say(f"ICC profile dropped: {len(icc):,} bytes is more than JPEG holds")
+        elif icc[16:20] == b"RGB ":
+            info["icc_profile"] = icc
+    try:
+        exif = source.getexif()
+        if len(exif):
+            exif[EXIF_ORIENTATION] = 1
+            info["exif"] = exif.tobytes()
+    except Exception as exc:  # any parser failure on untrusted bytes: drop the block
+        info.pop("exif", None)
+        reason = " ".join(str(exc).split())[:120]
+        say(f"broken EXIF metadata dropped ({type(exc).__name__}: {reason})")
+    exif_bytes = info.get("exif", b"")
+    if fmt == "jpg" and len(exif_bytes) > JPEG_MAX_EXIF:
+        del info["exif"]
+        say(
+            f"EXIF metadata dropped: {len(exif_bytes):,} bytes is more than JPEG holds "
+            f"({JPEG_MAX_EXIF:,}); use --format png or webp to keep it"
+        )
     return info

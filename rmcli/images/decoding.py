@@ -9,6 +9,7 @@ is an error, not a silently grey image.
 from __future__ import annotations
 
 import io
+import logging
 import stat
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,8 @@ UNSUPPORTED = {
 }
 MULTI_IMAGE_FORMATS_WITHOUT_NOTICE = {"MPO"}  # camera JPEGs with a depth map or preview
 
+log = logging.getLogger(__name__)
+
 
 def load_checked(
     source: Any,
@@ -43,7 +46,7 @@ def load_checked(
     pixel is decoded. ``notice`` receives informational lines such as "only the first frame of
     an animation is used". Every failure is an :class:`InputError` ``"LABEL: reason"``.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     opened_here = False
@@ -67,7 +70,7 @@ def load_checked(
             _check_header(image, label, limit, max_pixels is not None)
             frames = _frame_count(image)
             image.load()
-            upright = ImageOps.exif_transpose(image)
+            upright = _upright(image, label, notice)
         finally:
             if opened_here:
                 image.close()
@@ -89,6 +92,42 @@ def load_checked(
     if frames > 1 and notice is not None:
         notice(f"{label}: has {frames} frames; only the first is used")
     return _normalised(upright, label)
+
+
+# EXIF orientation -> the transposition that makes the image upright (as ImageOps does).
+_ORIENTATION_FIX = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def _upright(image: Image.Image, label: str, notice: Callable[[str], None] | None) -> Image.Image:
+    """A copy of ``image`` turned upright by its EXIF orientation.
+
+    EXIF comes from the file and may be damaged: when Pillow cannot parse or rewrite it, the
+    orientation is still applied if it can be read, and the EXIF block is dropped with a
+    ``notice`` (the pixels are fine; only the metadata is lost).
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:  # any parser failure on untrusted bytes
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # not even the orientation can be read
+        orientation = 1
+    method = _ORIENTATION_FIX.get(orientation)
+    upright = image.transpose(getattr(Image.Transpose, method)) if method else image.copy()
+    upright.info = {k: v for k, v in image.info.items() if k != "exif"}
+    (notice or log.warning)(f"{label}: broken EXIF metadata dropped ({reason})")
+    return upright
 
 
 def quiet_pillow_warnings() -> None:

@@ -34,6 +34,23 @@ def input_suffixes() -> set[str]:
     return IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
+# Largest side each encoder accepts (libwebp: 16383; libjpeg: 65500; PNG: 2^31 - 1).
+MAX_SIDE = {"png": 2**31 - 1, "webp": 16383, "jpg": 65500}
+FORMAT_NAME = {"png": "PNG", "webp": "WebP", "jpg": "JPEG"}
+
+
+def encodable(size: tuple[int, int], fmt: str) -> str | None:
+    """None when ``fmt`` can hold an image of ``size``, else the reason (for a ``PATH:`` line)."""
+    limit = MAX_SIDE.get(fmt)
+    if limit is None or max(size) <= limit:
+        return None
+    width, height = size
+    return (
+        f"{width}x{height} is too large for {FORMAT_NAME[fmt]} (at most {limit:,} pixels per "
+        "side); use --format png"
+    )
+
+
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy.ndarray
 
 
