@@ -74,15 +74,17 @@ def locked(path: Path) -> Iterator[None]:
     """Hold the config file's lock; the OS releases it if this process dies."""
     from filelock import FileLock, Timeout
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_path(path), timeout=LOCK_TIMEOUT_S)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         raise ConfigError(
             f"{path}: still locked by another rmcli after {LOCK_TIMEOUT_S:.0f} s "
             f"(lock file {lock_path(path)})"
         ) from None
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     try:
         yield
     finally:
@@ -107,11 +109,25 @@ def write_config(path: Path, data: dict[str, Any]) -> None:
 
     payload = tomli_w.dumps(data).encode("utf-8")
     _remove_stale_temporaries(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     _sync_folder(path.parent)
+
+
+def unwritable(path: Path, exc: OSError) -> ConfigError:
+    """The one-line error for a config file that cannot be written where it is."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        reason = "a file is in the way of its folder"
+    else:
+        reason = exc.strerror or str(exc)
+    return ConfigError(
+        f"cannot write the config file {path}: {reason} (set RMCLI_CONFIG to a writable place)"
+    )
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -143,7 +143,15 @@ def build_session(
     check_thread_options(plan.options)
     threadpool.apply(plan.options, layout, bool(settings.get("shared_threadpool")))
     started = time.perf_counter()
-    loaded = LoadedSession(_create(plan), plan, 0.0)
+    try:
+        created = _create(plan)
+    except ModelError as exc:
+        if plan.weights_path == weights_path and store_for(settings).discard_unchecked(
+            model.weights
+        ):  # fetched without a checksum: not kept for the next run to trip on
+            raise ModelError(f"{exc} (it had no checksum and was removed from the cache)") from None
+        raise
+    loaded = LoadedSession(created, plan, 0.0)
     loaded.seconds_to_create = time.perf_counter() - started
     _check_input(model, plan.weights_path, loaded.session)
     backend.check_session(loaded.session, plan)

