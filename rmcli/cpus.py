@@ -16,46 +16,65 @@ def allowed_cpus() -> list[int]:
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
-def cgroup_cpu_limit(root: Path | None = None) -> float | None:
-    """CPUs granted by the cgroup quota, or None when unlimited.
+def cgroup_cpu_limit(root: Path | None = None, self_cgroup: Path | None = None) -> float | None:
+    """CPUs granted by the cgroup quotas that apply to this process, or None when unlimited.
 
-    cgroup v2: the smallest ``cpu.max`` of this process's cgroup and its parents; cgroup v1:
-    ``cpu.cfs_quota_us / cpu.cfs_period_us``. ORT ignores the quota when it picks threads.
+    This process's cgroups are read from ``/proc/self/cgroup`` (``self_cgroup``): for cgroup v2
+    (``0::/path``) every ``cpu.max`` from its own folder up to ``root``; for cgroup v1 (the
+    ``cpu`` controller's line) every ``cpu.cfs_quota_us / cpu.cfs_period_us`` along its path
+    under the ``cpu`` mount. The tightest limit along the path wins: a child cgroup made by
+    systemd, Slurm or Kubernetes may be tighter than its parents, or the other way round.
+    ORT ignores quotas when it picks threads.
     """
     root = CGROUP_ROOT if root is None else root
-    limits = []
-    folder = root / _own_cgroup()
-    while True:
+    limits: list[float] = []
+    v2_path, v1_path = _own_cgroups(SELF_CGROUP if self_cgroup is None else self_cgroup)
+    for folder in _path_up(root, v2_path):
         try:
             quota, period = (folder / "cpu.max").read_text().split()[:2]
-            if quota != "max":
+            if quota != "max" and int(period) > 0:
                 limits.append(int(quota) / int(period))
         except (OSError, ValueError):
             pass
-        if folder == root or root not in folder.parents:
-            break
-        folder = folder.parent
-    try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            limits.append(quota / period)
-    except (OSError, ValueError):
-        pass
+    mounts = [root / name for name in V1_CPU_MOUNTS if (root / name).is_dir()]
+    for mount in mounts[:1]:  # the other names are usually links to the same mount
+        for folder in _path_up(mount, v1_path):
+            try:
+                quota = int((folder / "cpu.cfs_quota_us").read_text())
+                period = int((folder / "cpu.cfs_period_us").read_text())
+            except (OSError, ValueError):
+                continue
+            if quota > 0 and period > 0:
+                limits.append(quota / period)
     return min(limits) if limits else None
 
 
-def _own_cgroup() -> str:
-    """This process's cgroup v2 path, relative ('' at the root or when unknown)."""
+def _path_up(top: Path, relative: str) -> list[Path]:
+    """``top/relative`` and each of its parents up to ``top`` itself (missing ones included:
+    inside a container the path may name the host's hierarchy above the visible root)."""
+    parts = [p for p in relative.split("/") if p and p not in (".", "..")]
+    return [top.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _own_cgroups(self_cgroup: Path) -> tuple[str, str]:
+    """This process's cgroup v2 path and cgroup v1 ``cpu`` controller path ('' if unknown)."""
+    v2 = v1 = ""
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return line[3:].strip().lstrip("/")
+        lines = self_cgroup.read_text().splitlines()
     except OSError:
-        pass
-    return ""
+        return v2, v1
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            v2 = path.strip()
+        elif "cpu" in controllers.split(","):
+            v1 = path.strip()
+    return v2, v1
 
 
 def usable_cpu_count() -> int:

@@ -166,6 +166,8 @@ def _check_file(path: Path, label: str) -> None:
 def _check_header(image: Image.Image, label: str, limit: int, from_setting: bool) -> None:
     """Size and mode, known from the header alone: refuse before decoding a single pixel."""
     width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InputError(f"{label}: image has no pixels ({width}x{height})")
     if width * height > limit:
         where = "max_pixels (RMCLI_MAX_PIXELS)" if from_setting else "PIL.Image.MAX_IMAGE_PIXELS"
         raise InputError(
