@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 CHUNKS_PER_THREAD = 4  # enough chunks to balance uneven images and to lose little on worker loss
 MAX_CHUNK = 32
-CONNECT_TIMEOUT = "10s"
+CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT = f"{CONNECT_TIMEOUT_S:.0f}s"
 
 _session_threads: list[int] = []  # intra-op threads of each session built in this process
 
@@ -143,6 +144,7 @@ def connect(settings: Settings) -> Iterator[Any]:
     address = settings["dask_scheduler"]
     if address:
         try:
+            probe_scheduler(address, CONNECT_TIMEOUT_S)
             client = Client(address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
             source = settings.source("dask_scheduler")
@@ -164,6 +166,30 @@ def connect(settings: Settings) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         yield client
+
+
+def probe_scheduler(address: str, timeout_s: float) -> None:
+    """Connect to ``address`` and finish Dask's handshake within ``timeout_s``, or raise.
+
+    ``Client(address, timeout=...)`` bounds only the TCP connect: a server that accepts the
+    connection but never answers (a wrong port, an HTTP server) hangs it for minutes. This
+    probe runs the same connect and handshake in its own event loop and thread, under a
+    deadline that covers both; a TimeoutError or OSError says why.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout_s), timeout_s)
+        await comm.close()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="rmcli-dask-probe") as pool:
+        try:
+            pool.submit(asyncio.run, probe()).result()
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {timeout_s:.0f} s") from None
 
 
 def run_chunk(
