@@ -200,9 +200,10 @@ def test_a_dask_scheduler_that_never_answers_times_out_with_one_line_and_exit_2(
     pytest.importorskip("distributed")
     Image.new("RGB", (40, 30), "red").save(tmp_path / "one.png")
     address = f"tcp://127.0.0.1:{silent_server}"
-    done = rmcli(
-        "remove", "one.png", "-o", "out", "--executor", "dask", "--scheduler", address,
-        cwd=tmp_path,
+    done = subprocess.run(  # bounded: a hang fails the test instead of stalling the suite
+        [sys.executable, "-m", "rmcli", "remove", "one.png", "-o", "out", "--executor", "dask",
+         "--scheduler", address],
+        cwd=tmp_path, capture_output=True, timeout=120,
     )  # fmt: skip
     lines = done.stderr.decode().splitlines()
     assert done.returncode == 2, lines
