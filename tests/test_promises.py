@@ -29,16 +29,19 @@ BAD_EXIF = b"Exif\0\0XX\0*\0\0\0\x08\0\0"  # the issue's reproduction
 
 
 def _exif_variants() -> dict[str, bytes]:
-    """Damaged EXIF blocks that each made Pillow raise a different exception."""
+    """Damaged EXIF blocks: Pillow fails on some while rewriting them (turning the image
+    upright, or resetting the orientation for the output) and reads the rest with warnings."""
     good = Image.Exif()
-    good[0x0112] = 6
+    good[0x0112] = 6  # rotate: the output of a 30x20 input is 20x30
     good[0x010F] = "Cam"
     raw = good.tobytes()
+    assert raw[16:18] == b"\x01\x0f"  # the first IFD entry: tag Make (ASCII), big-endian
     return {
         "issue.jpg": BAD_EXIF,  # SyntaxError: not a TIFF file
         "bad-byte-order.jpg": b"Exif\0\0" + b"\0M" + raw[8:],  # SyntaxError
-        "cut-short.jpg": raw[: len(raw) // 2],  # struct.error / truncated IFD
-        "bad-type.jpg": raw[:22] + b"\x00\x0b" + raw[24:],  # tag type changed: struct.error
+        # Make becomes ImageWidth, still ASCII: struct.error when Pillow rewrites it
+        "wrong-tag-type.jpg": raw[:17] + b"\x00" + raw[18:],
+        "cut-short.jpg": raw[: len(raw) // 2],  # read with warnings
         "huge-count.jpg": raw[:14] + b"\xff\xff" + raw[16:],  # IFD entry count 65535
     }
 
@@ -62,7 +65,10 @@ def test_broken_exif_is_dropped_with_a_note_and_the_cutout_still_written(u2netp_
         with Image.open(tmp_path / "out" / f"{Path(name).stem}.png") as out:
             out.load()
     notes = [ln for ln in stderr.splitlines() if "broken EXIF metadata dropped" in ln]
-    assert any(ln.startswith("rmcli: note: badexif.jpg: ") for ln in notes), stderr
+    for name in ["badexif.jpg", "issue.jpg", "bad-byte-order.jpg", "wrong-tag-type.jpg"]:
+        assert [ln for ln in notes if ln.startswith(f"rmcli: note: {name}: ")], (name, stderr)
+    with Image.open(tmp_path / "out" / "wrong-tag-type.png") as out:
+        assert out.size == (20, 30)  # the orientation was still applied
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1] == f"{len(names)} written, 0 failed"
 

@@ -109,7 +109,7 @@ def remove(
             for result in batch.run(on_done=lambda r: progress.step(r.job.label),
                                     handle_signals=True):  # fmt: skip
                 if result.error:
-                    print(result.error, file=sys.stderr)
+                    sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
                 elif result.job.output is not None:
                     typer.echo(shown_path(result.job.output))
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
@@ -151,7 +151,7 @@ def watch_folder(
 
     def report(result: Any) -> None:
         if result.error:
-            print(result.error, file=sys.stderr)
+            sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
         elif result.job.output is not None:
             typer.echo(shown_path(result.job.output))
 
