@@ -391,7 +391,7 @@ def test_a_newline_in_a_file_name_is_one_quoted_stdout_line(u2netp_path, tmp_pat
     Image.new("RGB", (40, 30), "red").save(tmp_path / "plain.png")
     done = rmcli("remove", "new\nline.png", "plain.png", "-o", "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.decode().splitlines() == ["'out/new\\nline.png'", "out/plain.png"]
+    assert done.stdout.decode().splitlines() == ['"out/new\\nline.png"', "out/plain.png"]
     assert (tmp_path / "out" / "new\nline.png").is_file()
 
 
