@@ -14,8 +14,9 @@ from rmcli.images import storage
 from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES, input_suffixes
 
 STDIO = "-"
-# What ``rmcli remove`` writes beside an input: NAME.out.png / .webp / .jpg
-OWN_OUTPUT = re.compile(r"\.out\.(png|webp|jpg)$", re.IGNORECASE)
+# What ``rmcli remove`` writes beside an input: NAME.out.png, .webp, .jpg (and clip formats)
+_OUTPUT_SUFFIXES = "|".join(re.escape(suffix) for suffix in FORMAT_SUFFIX.values())
+OWN_OUTPUT = re.compile(rf"\.out({_OUTPUT_SUFFIXES})$", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
 
