@@ -82,6 +82,7 @@ def remove(
     from rmcli.engine.remover import Remover
     from rmcli.engine.runner import Batch
     from rmcli.images.decoding import quiet_pillow_warnings
+    from rmcli.images.inputs import images_in
 
     settings = resolve(flags_given(given))
     quiet_pillow_warnings()  # bad inputs are reported one line each, by rmcli
@@ -93,7 +94,7 @@ def remove(
     remover = Remover(settings=settings)
     if quiet:
         logging.getLogger("rmcli").setLevel(logging.WARNING)
-    if watch and not any(_images_in(inputs[0], recursive)):  # nothing there yet: just watch
+    if watch and not images_in(Path(inputs[0]), recursive):  # nothing there yet: just watch
         remover.session  # noqa: B018  (built now: a bad set-up fails before any file arrives)
         watch_folder(remover, inputs[0], output, options, recursive=recursive, quiet=quiet)
         return
@@ -169,13 +170,6 @@ def watch_folder(
         print(f"{written} written, {failed} failed (watch ended)", file=sys.stderr)
     if failed:
         raise typer.Exit(EXIT_INPUT_FAILED)
-
-
-def _images_in(folder: str, recursive: bool) -> list[Path]:
-    from rmcli.images.imaging import IMAGE_SUFFIXES
-
-    found = Path(folder).rglob("*") if recursive else Path(folder).glob("*")
-    return [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def setting_parameters(command: str = "remove") -> list[inspect.Parameter]:

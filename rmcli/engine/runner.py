@@ -49,16 +49,17 @@ def process(
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
-    abort: threading.Event | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Read, cut out and write one job; an unusable input raises :class:`InputError`.
 
     ``clock(stage)`` wraps each stage: decode, preprocess, inference, postprocess, encode.
-    Once ``abort`` is set, the next stage (or the final rename) raises :class:`Aborted`.
+    Once ``stop.aborted`` is set (a :class:`Stop` after a second Ctrl-C), the next stage (or
+    the final rename) raises :class:`Aborted`.
     A clip (video, animated GIF/WebP) goes to :mod:`rmcli.video`, which stops mid-clip once
     ``stop`` is set.
     """
+    abort = getattr(stop, "aborted", None)
 
     def check() -> None:
         if abort is not None and abort.is_set():
@@ -120,14 +121,13 @@ def process_isolated(
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
-    abort: threading.Event | None = None,
     stop: threading.Event | None = None,
 ) -> Result | None:
     """:func:`process` as a :class:`Result`: an unusable input, or an unexpected exception
     while handling this one input, is this input's failure and the batch goes on. None when
     the batch was aborted before this job wrote anything."""
     try:
-        process(remover, job, options, clock, abort, stop)
+        process(remover, job, options, clock, stop)
     except Aborted:
         return None
     except InputError as exc:
@@ -159,10 +159,8 @@ def run_local(
     if options.threads is None:
         options = replace(options, threads=remover.layout.encode_threads)
 
-    abort = getattr(stop, "aborted", None)
-
     def handle(job: Job, timed: Clock) -> Result | None:
-        return process_isolated(remover, job, options, timed, abort, stop)
+        return process_isolated(remover, job, options, timed, stop)
 
     inflight = remover.settings["inflight"]
     yield from run_pipelined(handle, jobs, stop, inflight=inflight, clock=clock)

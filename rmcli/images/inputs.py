@@ -21,7 +21,7 @@ OWN_OUTPUT = re.compile(rf"\.out({_OUTPUT_SUFFIXES})$", re.IGNORECASE)
 log = logging.getLogger(__name__)
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def images_in(folder: Path, recursive: bool) -> list[Path]:
     """Entries named like images; a FIFO or broken link is kept so it is reported, not skipped."""
     pattern = "**/*" if recursive else "*"
     return sorted(
@@ -32,7 +32,7 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
 def _note_sub_folders(folder: Path, out_dir: Path | None) -> None:
     """Say how many images a folder scan without ``-r`` leaves in sub-folders (rmcli's own
     outputs there are not counted)."""
-    below = [p for p in _images_in(folder, True) if p.parent != folder]
+    below = [p for p in images_in(folder, True) if p.parent != folder]
     below = _not_own_outputs(below, folder, out_dir, str(folder), {})
     if below:
         log.info(f"note: {folder}: {len(below)} image(s) in sub-folders skipped; add -r")
@@ -93,7 +93,7 @@ def expand(
             continue
         path = Path(arg)
         if path.is_dir():
-            files = _not_own_outputs(_images_in(path, recursive), path, out_dir, arg, skipped)
+            files = _not_own_outputs(images_in(path, recursive), path, out_dir, arg, skipped)
             found.extend((str(p), p, path) for p in files)
             if not recursive:
                 _note_sub_folders(path, out_dir)
