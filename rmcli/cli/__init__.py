@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from rmcli.errors import EXIT_INTERRUPTED, EXIT_USAGE, RmcliError
+from rmcli.errors import EXIT_INTERRUPTED, RmcliError
 
 app = typer.Typer(
     name="rmcli",
@@ -130,4 +130,4 @@ def _usage_message(exc: Exception) -> str:
     return message[:1].lower() + message[1:] if message else "usage error"
 
 
-__all__ = ["EXIT_USAGE", "app", "error_line", "main"]
+__all__ = ["app", "error_line", "main"]

@@ -91,13 +91,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return _manager
 
 
-def reset_plugin_manager() -> None:
-    """Forget the plugin manager (tests; the next use loads the plugins again)."""
-    global _manager
-    with _lock:
-        _manager = None
-
-
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> bool:
     try:
         pm.register(plugin, name=name)

@@ -90,20 +90,6 @@ def get_session(
         return loaded
 
 
-def cached_sessions() -> list[LoadedSession]:
-    """The sessions of this process's cache."""
-    with _cache_lock:
-        return list(_cache.values())
-
-
-def drop_session(loaded: LoadedSession) -> None:
-    """Forget one cached session (its memory goes once nobody uses it)."""
-    with _cache_lock:
-        for key, value in list(_cache.items()):
-            if value is loaded:
-                del _cache[key]
-
-
 def clear_sessions() -> None:
     """Drop every cached session."""
     with _cache_lock:
