@@ -70,6 +70,31 @@ def test_a_cancelled_waiter_leaves_the_queue_and_never_holds_a_slot():
     asyncio.run(scenario())
 
 
+def test_slots_can_grow_to_serve_waiters_and_shrink_without_revoking_held_ones():
+    """A Dask cluster's threads come and go: K follows them."""
+
+    async def scenario() -> None:
+        scheduler = FairScheduler(0)  # no worker yet: everybody waits
+        waiters = [asyncio.create_task(scheduler.acquire("a")) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert scheduler.waiting == 3
+        scheduler.resize(2)  # a worker with 2 threads joins: two waiters get a slot
+        await asyncio.sleep(0)
+        assert [w.done() for w in waiters] == [True, True, False]
+        scheduler.resize(1)  # it leaves, another with 1 thread joins; both slots still held
+        assert scheduler.busy == 2 and scheduler.free == -1
+        scheduler.release()  # the slot that no longer exists goes away...
+        await asyncio.sleep(0)
+        assert not waiters[2].done() and scheduler.free == 0
+        scheduler.release()  # ...the next one goes to the waiter
+        await asyncio.sleep(0)
+        assert waiters[2].done() and scheduler.waiting == 0
+        scheduler.release()
+        assert scheduler.free == 1 and scheduler.busy == 0
+
+    asyncio.run(scenario())
+
+
 def _fake(name: str):
     model = SimpleNamespace(name=name, weights=name + ".onnx")
     settings = SimpleNamespace(session_key=lambda: (("intra_threads", 1),))

@@ -31,10 +31,22 @@ def serve(
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="Only local: inferences run in this process.", show_default=False),
+        typer.Option(
+            metavar="NAME",
+            help="Where inferences run: local (this process's slots) or dask (on the Dask "
+            "workers of --scheduler, else of a local cluster; rmcli[dask]). ["
+            + flag_help("executor").rpartition("[")[2],
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", metavar="ADDRESS", help=flag_help("dask_scheduler"), show_default=False
+        ),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(help="Logging level: debug, info, warning, error.")
+        str, typer.Option(metavar="LEVEL", help="Logging level: debug, info, warning, error.")
     ] = "info",
     **given: Any,
 ) -> None:
@@ -51,11 +63,6 @@ def serve(
         raise UsageError(
             f"rmcli serve needs the serve extra ({exc.name} is missing): pip install 'rmcli[serve]'"
         ) from None
-    if executor not in (None, "local"):
-        raise UsageError(
-            f"rmcli serve runs inferences in its own process; --executor {executor} is not "
-            "supported yet (run several replicas instead: see docs/serving.md)"
-        )
     from rmcli.config.settings import resolve
 
     flags = flags_given(given)
@@ -63,6 +70,10 @@ def serve(
         flags["model"] = (model, "flag --model")
     if backend is not None:
         flags["backend"] = (backend, "flag --backend")
+    if executor is not None:
+        flags["executor"] = (executor, "flag --executor")
+    if scheduler is not None:
+        flags["dask_scheduler"] = (scheduler, "flag --scheduler")
     settings = resolve(flags)
     _setup_logging(log_level)
     from rmcli.serve.server import serve as run
@@ -84,6 +95,9 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # Dask's client, and a local cluster's scheduler, narrate every connection at INFO
+    if numeric > logging.DEBUG:
+        logging.getLogger("distributed").setLevel(max(numeric, logging.WARNING))
 
 
 def register(app: typer.Typer) -> None:

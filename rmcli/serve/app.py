@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
@@ -87,14 +88,19 @@ class Gate:
     """Pure ASGI middleware: access log + metrics, token, body limit, admission."""
 
     def __init__(
-        self, app: Any, settings: Settings, state: ServeState, metrics: Metrics, capacity: int
+        self,
+        app: Any,
+        settings: Settings,
+        state: ServeState,
+        metrics: Metrics,
+        capacity: Callable[[], int],
     ) -> None:
         self.app = app
         self.state = state
         self.metrics = metrics
         self.token = settings["serve_token"].encode()
         self.max_body = settings["serve_max_body"]
-        self.capacity = capacity  # slots + queue
+        self.capacity = capacity  # slots + queue (a Dask cluster's slots change)
         self.retry_after = settings["serve_retry_after"]
         self.access = settings["serve_access_log"]
 
@@ -154,11 +160,12 @@ class Gate:
             await self._too_large(scope, receive, send)
             return
         inference = path in INFERENCE_PATHS and scope["method"] in ("GET", "POST")
-        if inference and self.state.admitted >= self.capacity:
+        capacity = self.capacity()
+        if inference and self.state.admitted >= capacity:
             self.metrics.rejected.labels("queue_full").inc()
             await self._drain(receive)
             reason = (
-                f"busy: {self.capacity} requests already queued or running "
+                f"busy: {capacity} requests already queued or running "
                 f"(serve_slots + serve_queue); retry after {self.retry_after} s"
             )
             await _json_error(503, reason, self.retry_after)(scope, receive, send)
@@ -231,7 +238,7 @@ def create_app(settings: Settings) -> FastAPI:
     from rmcli.images.decoding import quiet_pillow_warnings
 
     quiet_pillow_warnings()
-    engine = Engine(settings)
+    engine = _engine_for(settings)
     metrics = Metrics(engine)
     state = ServeState()
     url_policy = None
@@ -249,14 +256,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine.bind_loop(asyncio.get_running_loop())
+        await engine.start()
         tasks = [asyncio.create_task(_start()), asyncio.create_task(_evict_idle())]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            engine.close()
+            await engine.close()
 
     async def _start() -> None:
         model = engine.default_model
@@ -265,12 +272,7 @@ def create_app(settings: Settings) -> FastAPI:
                 seconds = await engine.warm_up()
                 log.info("warm-up: %s session built and run in %.2f s", model.name, seconds)
             else:
-                from rmcli.engine.session import store_for
-
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(
-                    None, lambda: store_for(settings).ensure(model.weights, model_name=model.name)
-                )
+                await engine.verify_weights()
             state.ready, state.reason = True, "ready"
         except RmcliError as exc:
             state.reason = f"default model {model.name} unavailable: {exc}"
@@ -280,7 +282,7 @@ def create_app(settings: Settings) -> FastAPI:
         period = max(1.0, min(60.0, settings["serve_session_ttl"] / 4))
         while True:
             await asyncio.sleep(period)
-            engine.sessions.evict_idle()
+            engine.evict_idle()
 
     app = FastAPI(
         title="rmcli serve",
@@ -358,7 +360,17 @@ def create_app(settings: Settings) -> FastAPI:
             return _json_error(503, "draining: shutting down")
         if not state.ready:
             return _json_error(503, state.reason)
-        return JSONResponse({"status": "ready", "model": engine.default_model.name})
+        reason = engine.unavailable()
+        if reason:
+            return _json_error(503, reason)
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model": engine.default_model.name,
+                "executor": engine.executor,
+                "slots": engine.scheduler.slots,
+            }
+        )
 
     @app.get(
         "/metrics",
@@ -498,8 +510,9 @@ def create_app(settings: Settings) -> FastAPI:
         job = Job(data, model, options, fmt=format, background=back or None, label=_label(file))
         return await _answer(request, job)
 
-    capacity = engine.budget.slots + settings["serve_queue"]
-    app.add_middleware(Gate, settings=settings, state=state, metrics=metrics, capacity=capacity)
+    app.add_middleware(
+        Gate, settings=settings, state=state, metrics=metrics, capacity=engine.capacity
+    )
     origins = [o.strip() for o in settings["serve_cors_origins"].split(",") if o.strip()]
     if origins:  # outermost, so refusals carry the CORS headers too
         from starlette.middleware.cors import CORSMiddleware
@@ -511,6 +524,23 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+def _engine_for(settings: Settings) -> Engine:
+    """The engine for the ``executor`` setting: local slots, or Dask workers."""
+    executor = settings["executor"]
+    if executor == "dask":
+        from rmcli.serve.cluster import DaskEngine
+
+        return DaskEngine(settings)
+    if executor != "local":
+        from rmcli.errors import UsageError
+
+        raise UsageError(
+            f"rmcli serve runs inferences locally or on Dask; executor {executor!r} "
+            f"({settings.source('executor')}) is for batches: use --executor local or dask"
+        )
+    return Engine(settings)
 
 
 def _label(file: UploadFile) -> str:

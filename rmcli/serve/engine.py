@@ -134,7 +134,18 @@ class FairScheduler:
                         del self._queues[key]
             raise
 
+    def resize(self, slots: int) -> None:
+        """Change K (a Dask cluster's threads come and go); waiters get the new slots."""
+        self.free += slots - self.slots
+        self.slots = slots
+        while self.free > 0 and self.waiting:
+            self.free -= 1
+            self.release()
+
     def release(self) -> None:
+        if self.free < 0:  # the scheduler shrank: this slot is gone
+            self.free += 1
+            return
         while self._queues:
             key, queue = next(iter(self._queues.items()))
             future = queue.popleft()
@@ -248,7 +259,13 @@ class Output:
 
 
 class Engine:
-    """Runs jobs under the core budget; owns the pools, the scheduler and the sessions."""
+    """Runs jobs under the core budget; owns the pools, the scheduler and the sessions.
+
+    Inferences run in this process, on K slot threads. :class:`rmcli.serve.cluster.DaskEngine`
+    runs them on Dask workers instead, behind the same admission, deadline and metrics.
+    """
+
+    executor = "local"
 
     def __init__(self, settings: Settings) -> None:
         from rmcli.engine.registry import get_backend
@@ -266,12 +283,29 @@ class Engine:
         allowed = [m.strip() for m in settings["serve_models"].split(",") if m.strip()]
         self.allowed_models = set(allowed) | {self.default_model.name} if allowed else None
         self.inferences = 0
+        self.intra_threads = self.budget.threads
+        self.held_seconds = 0.0  # moving average of how long one job holds a slot
         self._models: dict[str, tuple[Model, Settings]] = {}
         self._observe: Callable[[str, float], None] = lambda stage, seconds: None
 
     def observe_with(self, observe: Callable[[str, float], None]) -> None:
         """Report each stage's seconds (queue, decode, inference, encode) to ``observe``."""
         self._observe = observe
+
+    def capacity(self) -> int:
+        """Inference requests admitted at once: the slots plus the queue (``serve_queue``)."""
+        return self.scheduler.slots + self.settings["serve_queue"]
+
+    def describe(self) -> str:
+        """Where inferences run, for the start-up log line."""
+        return (
+            f"{self.budget.slots} inference slots x {self.budget.threads} intra-op threads "
+            f"({self.budget.usable} usable cores)"
+        )
+
+    def unavailable(self) -> str | None:
+        """Why no inference can run now (None: it can); local slots always can."""
+        return None
 
     def model(self, name: str | None) -> tuple[Model, Settings]:
         """The model and the session settings for a request naming ``name`` (None: default)."""
@@ -290,25 +324,33 @@ class Engine:
                 settings = self.settings
             else:
                 settings = self.settings.with_values("request", model=name, model_path="")
-            settings = self.budget.slot_settings(settings)
+            settings = self.session_settings(settings)
             found = (model_for(settings), settings)  # an unknown name is a UsageError
             self._models[name] = found
         return found
+
+    def session_settings(self, settings: Settings) -> Settings:
+        """The settings of the sessions behind requests: sized for one local slot."""
+        return self.budget.slot_settings(settings)
+
+    async def start(self) -> None:
+        """Bind to the running loop (inference threads release slots to it)."""
+        self._loop = asyncio.get_running_loop()
 
     async def run(self, job: Job, deadline: float) -> Output:
         """Cut out ``job`` before the loop time ``deadline``; ServeError on expected failures."""
         model, settings = self.model(job.model)
         probe(job.data, job.label, settings["max_pixels"])
-        loop = asyncio.get_running_loop()
+        reason = self.unavailable()
+        if reason:
+            raise ServeError(503, reason, self.settings["serve_retry_after"], tag="unavailable")
+        self._refuse_if_late(deadline)
         try:
             async with asyncio.timeout_at(deadline):
                 queued = time.perf_counter()
                 await self.scheduler.acquire(model.name)
                 job.timings["queue"] = time.perf_counter() - queued
-                held = loop.run_in_executor(self.infer_pool, self._held, job, model, settings)
-                image, mask = await _shielded(held)
-                result = loop.run_in_executor(self.codec_pool, self._finish, job, image, mask)
-                body = await _shielded(result)
+                body = await self.cut_out(job, model, settings)
         except TimeoutError:
             raise ServeError(
                 503,
@@ -322,38 +364,56 @@ class Engine:
         media = "image/png" if job.options.only_mask else MEDIA_TYPES[job.fmt]
         return Output(body, media, model.name)
 
+    def _refuse_if_late(self, deadline: float) -> None:
+        """503 now, not at the deadline, when the work queued ahead cannot finish in time.
+
+        The estimate is (rounds of K slots ahead + this job's own) x the average slot time;
+        it refuses only once every slot is taken and a measured average exists.
+        """
+        held, slots = self.held_seconds, self.scheduler.slots
+        if not held or not slots or self.scheduler.free > 0:
+            return
+        rounds = self.scheduler.waiting // slots + 2  # the round running, those ahead, ours
+        expected = rounds * held
+        left = deadline - asyncio.get_running_loop().time()
+        if expected > left:
+            raise ServeError(
+                503,
+                f"busy: the {self.scheduler.waiting} requests queued ahead need about "
+                f"{expected:.1f} s, more than the {max(left, 0):.1f} s left before the "
+                f"deadline (serve_deadline); retry after {self.settings['serve_retry_after']} s",
+                retry_after=self.settings["serve_retry_after"],
+                tag="deadline",
+            )
+
+    def slot_done(self, seconds: float) -> None:
+        """A slot was held ``seconds``: update the average the late refusal uses."""
+        self.held_seconds = (
+            seconds if not self.held_seconds else 0.8 * self.held_seconds + (0.2 * seconds)
+        )
+
+    async def cut_out(self, job: Job, model: Model, settings: Settings) -> bytes:
+        """On a slot (already acquired): decode and mask on the slot's thread, then compose
+        and encode on the codec pool. The slot thread releases the slot."""
+        loop = asyncio.get_running_loop()
+        held = loop.run_in_executor(self.infer_pool, self._held, job, model, settings)
+        image, mask = await _shielded(held)
+        max_pixels = self.settings["max_pixels"]
+        return await _shielded(
+            loop.run_in_executor(self.codec_pool, finish, job, image, mask, max_pixels)
+        )
+
     def _held(self, job: Job, model: Model, settings: Settings) -> tuple[Any, Any]:
         """On an inference slot: decode, then the mask; the slot is released when done."""
-        loop_release = self._release_from_thread
         try:
-            from rmcli.images.decoding import load_checked
-
-            started = time.perf_counter()
-            image = load_checked(job.data, job.label, settings["max_pixels"])
-            job.timings["decode"] = time.perf_counter() - started
             loaded = self.sessions.get(model, self.backend, settings)
-            started = time.perf_counter()
-            tensor = model.preprocess(image)
-            mask = model.to_mask(loaded.run(tensor), image.size)
-            job.timings["inference"] = time.perf_counter() - started
+            started = time.perf_counter()  # a session build is not what later jobs wait for
+            image, mask = decode_and_mask(job, model, loaded, settings["max_pixels"])
+            self.slot_done(time.perf_counter() - started)
             self.inferences += 1
             return image, mask
         finally:
-            loop_release()
-
-    def _finish(self, job: Job, image: Image.Image, mask: Image.Image) -> bytes:
-        """On the codec pool: compose (background, crop...) and encode."""
-        from rmcli.images.imaging import encode
-
-        started = time.perf_counter()
-        result = compose_with_background(job, image, mask, self.settings["max_pixels"])
-        body = encode(result, "png" if job.options.only_mask else job.fmt)
-        job.timings["encode"] = time.perf_counter() - started
-        return body
-
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop whose scheduler inference threads release slots to."""
-        self._loop = loop
+            self._release_from_thread()
 
     def _release_from_thread(self) -> None:
         self._loop.call_soon_threadsafe(self.scheduler.release)
@@ -369,18 +429,61 @@ class Engine:
         return time.perf_counter() - started
 
     def _warm(self, model: Model, settings: Settings) -> None:
-        from PIL import Image
-
         try:
-            loaded = self.sessions.get(model, self.backend, settings)
-            image = Image.new("RGB", (64, 48), (128, 128, 128))
-            model.to_mask(loaded.run(model.preprocess(image)), image.size)
+            warm(model, self.sessions.get(model, self.backend, settings))
         finally:
             self._release_from_thread()
 
-    def close(self) -> None:
+    async def verify_weights(self) -> None:
+        """Fetch (if allowed) and check the default model's weights, off the event loop."""
+        from rmcli.engine.session import store_for
+
+        model = self.default_model
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: store_for(self.settings).ensure(model.weights, model_name=model.name)
+        )
+
+    def evict_idle(self) -> None:
+        """Drop the sessions idle for ``serve_session_ttl`` (called periodically)."""
+        self.sessions.evict_idle()
+
+    async def close(self) -> None:
         self.infer_pool.shutdown(wait=False, cancel_futures=True)
         self.codec_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def decode_and_mask(
+    job: Job, model: Model, loaded: LoadedSession, max_pixels: int
+) -> tuple[Image.Image, Image.Image]:
+    """Decode ``job``'s image and compute its mask, timing the decode and inference stages."""
+    from rmcli.images.decoding import load_checked
+
+    started = time.perf_counter()
+    image = load_checked(job.data, job.label, max_pixels)
+    job.timings["decode"] = time.perf_counter() - started
+    started = time.perf_counter()
+    mask = model.to_mask(loaded.run(model.preprocess(image)), image.size)
+    job.timings["inference"] = time.perf_counter() - started
+    return image, mask
+
+
+def finish(job: Job, image: Image.Image, mask: Image.Image, max_pixels: int) -> bytes:
+    """Compose (background, crop...) and encode; times the encode stage."""
+    from rmcli.images.imaging import encode
+
+    started = time.perf_counter()
+    result = compose_with_background(job, image, mask, max_pixels)
+    body = encode(result, "png" if job.options.only_mask else job.fmt)
+    job.timings["encode"] = time.perf_counter() - started
+    return body
+
+
+def warm(model: Model, loaded: LoadedSession) -> None:
+    """Run ``loaded`` once on a small grey image (the first run allocates its buffers)."""
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 48), (128, 128, 128))
+    model.to_mask(loaded.run(model.preprocess(image)), image.size)
 
 
 async def _shielded(future: asyncio.Future) -> Any:

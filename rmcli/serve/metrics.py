@@ -51,7 +51,8 @@ class Metrics:
         )
         self.rejected = Counter(
             "rmcli_serve_rejected",
-            "Requests refused with 503 before any work, by reason (queue_full, deadline).",
+            "Requests refused with 503 before any work, by reason "
+            "(queue_full, deadline, unavailable).",
             ["reason"],
             registry=registry,
         )
@@ -66,15 +67,17 @@ class Metrics:
         )
         gauge.set_function(lambda: engine.scheduler.busy)
         gauge = Gauge(
-            "rmcli_serve_slots", "Inference slots (the core budget's K).", registry=registry
-        )
-        gauge.set(engine.budget.slots)
-        gauge = Gauge(
-            "rmcli_serve_intra_threads",
-            "Intra-op threads of each inference slot.",
+            "rmcli_serve_slots",
+            "Inference slots (the core budget's K; dask: the workers' threads).",
             registry=registry,
         )
-        gauge.set(engine.budget.threads)
+        gauge.set_function(lambda: engine.scheduler.slots)
+        gauge = Gauge(
+            "rmcli_serve_intra_threads",
+            "Intra-op threads of each inference slot (dask: of each worker thread's).",
+            registry=registry,
+        )
+        gauge.set_function(lambda: engine.intra_threads)
         gauge = Gauge("rmcli_serve_sessions", "ONNX Runtime sessions loaded.", registry=registry)
         gauge.set_function(lambda: len(engine.sessions))
         self.session_builds = Counter(

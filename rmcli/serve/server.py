@@ -66,13 +66,10 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     engine = app.state.engine
     log.info(
-        "model %s, backend %s: %d inference slots x %d intra-op threads (%d usable cores), "
-        "queue %d, deadline %g s",
+        "model %s, backend %s: %s, queue %d, deadline %g s",
         engine.default_model.name,
         engine.backend.name,
-        engine.budget.slots,
-        engine.budget.threads,
-        engine.budget.usable,
+        engine.describe(),
         settings["serve_queue"],
         settings["serve_deadline"],
     )

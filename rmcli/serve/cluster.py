@@ -1,0 +1,288 @@
+"""``rmcli serve --executor dask``: the inferences run on Dask workers behind one front end.
+
+The front end keeps everything a request meets before its inference: admission, the header
+check, the per-model fair queue, the deadline, disconnects, metrics. Its K slots are the
+cluster's worker threads, followed as workers join and leave. A job (the upload's bytes and
+its options) goes to a worker, which decodes it, runs the model on a session it keeps warm
+for its later jobs, composes and encodes; the front end answers with the bytes it gets back.
+
+Each worker thread is one slot of ``intra_threads`` threads (default 1; Dask's ``nthreads``
+counts cores), so size workers with ``dask worker --nthreads <cores>``. Importing this module
+imports neither Dask nor FastAPI: workers import it to run :func:`run_job`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from rmcli.errors import UsageError
+from rmcli.serve.engine import Engine, Job, ServeError, decode_and_mask, finish, warm
+
+if TYPE_CHECKING:
+    from rmcli.config.settings import Settings
+    from rmcli.contracts.model import Model
+
+log = logging.getLogger("rmcli.serve")
+
+CONNECT_TIMEOUT_S = 10.0
+WATCH_PERIOD_S = 1.0
+SCATTER_BYTES = 1 << 20  # larger uploads travel to a worker directly, not inside the task
+
+
+class DaskEngine(Engine):
+    """:class:`Engine` whose inferences run on a Dask cluster (``dask_scheduler``, else a
+    local cluster of one single-threaded worker process per usable core)."""
+
+    executor = "dask"
+
+    def __init__(self, settings: Settings) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            raise UsageError(
+                "rmcli serve --executor dask needs dask.distributed: pip install 'rmcli[dask]'"
+            )
+        super().__init__(settings)
+        self.address = settings["dask_scheduler"]
+        if self.address:
+            _probe(self.address, settings.source("dask_scheduler"))
+        self.scheduler.resize(0)  # slots arrive with the workers
+        self.intra_threads = 0
+        self.workers: dict[str, int] = {}
+        self.client: Any = None
+        self._cluster: Any = None
+        self._watch: asyncio.Task | None = None
+        self._lost = ""
+        self._warmed = False
+
+    def describe(self) -> str:
+        where = self.address or "a local cluster"
+        return f"inferences on the Dask workers of {where}, one slot per worker thread"
+
+    def session_settings(self, settings: Settings) -> Settings:
+        return settings  # each worker sizes its sessions for its own threads (worker_settings)
+
+    def unavailable(self) -> str | None:
+        where = self.address or "the local cluster"
+        if self.client is None:
+            return f"not connected to the Dask scheduler {where} yet"
+        if self._lost or self.client.status != "running":
+            return self._lost or f"lost the connection to the Dask scheduler {where} (reconnecting)"
+        if not self.scheduler.slots:
+            return f"no Dask workers connected to the Dask scheduler {where}"
+        return None
+
+    async def start(self) -> None:
+        from distributed import Client, LocalCluster
+
+        from rmcli.cpus import usable_cpu_count
+
+        await super().start()
+        if self.address:
+            self.client = await self._connect()
+        else:
+            self._cluster = await LocalCluster(
+                n_workers=usable_cpu_count(),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
+                silence_logs=logging.ERROR,
+                asynchronous=True,
+            )
+            self.client = await Client(self._cluster, asynchronous=True)
+        await self._follow_workers()
+        self._watch = asyncio.create_task(self._watch_workers())
+
+    async def _connect(self) -> Any:
+        from distributed import Client
+
+        return await Client(self.address, asynchronous=True, timeout=f"{CONNECT_TIMEOUT_S:.0f}s")
+
+    async def _follow_workers(self) -> None:
+        """Resize the slots to the cluster's worker threads; log joins and departures.
+        A client that gave up reconnecting is replaced, so a restarted scheduler is found."""
+        try:
+            if self.client.status == "closed" and self.address:
+                self.client = await self._connect()
+            workers = await asyncio.wait_for(self.client.nthreads(), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            if not self._lost:
+                self._lost = (
+                    f"the Dask scheduler {self.address or 'of the local cluster'} does not "
+                    f"answer: {type(exc).__name__}: {exc}"
+                )
+                log.warning("%s", self._lost)
+                self.scheduler.resize(0)
+                self.workers = {}
+            return
+        if self._lost:
+            log.info("the Dask scheduler answers again")
+            self._lost = ""
+        workers = dict(workers)
+        if workers != self.workers:
+            joined = workers.keys() - self.workers.keys()
+            left = self.workers.keys() - workers.keys()
+            for address in sorted(joined):
+                log.info("Dask worker %s joined (%d threads)", address, workers[address])
+            for address in sorted(left):
+                log.warning("Dask worker %s left", address)
+            self.workers = workers
+            self.scheduler.resize(sum(workers.values()))
+            if joined and self._warmed:  # the start-up warm-up is over: warm newcomers now
+                asyncio.ensure_future(self._warm(sorted(joined))).add_done_callback(_ignored)
+
+    async def _watch_workers(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_PERIOD_S)
+            await self._follow_workers()
+
+    async def cut_out(self, job: Job, model: Model, settings: Settings) -> bytes:
+        """On a slot (already acquired): the job runs on a worker; the slot is released when
+        its result (or failure) is back. A request that gives up cancels its task."""
+        from concurrent.futures import CancelledError as TaskCancelled
+
+        from distributed.scheduler import KilledWorker
+
+        started = time.perf_counter()
+        key = f"rmcli-serve-{model.name}-{uuid.uuid4().hex}"
+        try:
+            payload: Any = job
+            if len(job.data) + len(job.background or b"") > SCATTER_BYTES:
+                payload = await self.client.scatter(job, hash=False)
+            future = self.client.submit(run_job, settings, payload, key=key, pure=False)
+            try:
+                body, timings = await future
+            except asyncio.CancelledError:
+                asyncio.ensure_future(self.client.cancel([future])).add_done_callback(_ignored)
+                raise
+            self.slot_done(time.perf_counter() - started)
+            self.inferences += 1
+            job.timings.update(timings)
+            return body
+        except KilledWorker as exc:
+            raise ServeError(
+                503,
+                f"{job.label}: the Dask workers running it died ({exc})",
+                self.settings["serve_retry_after"],
+            ) from None
+        except (TaskCancelled, OSError):
+            raise ServeError(
+                503,
+                f"{job.label}: the connection to the Dask scheduler was lost before the "
+                "answer came",
+                self.settings["serve_retry_after"],
+            ) from None
+        finally:
+            self.scheduler.release()
+
+    async def warm_up(self) -> float:
+        """Build and run the default model's session on every worker connected now (workers
+        that join later warm up on their first job)."""
+        started = time.perf_counter()
+        self._warmed = True
+        await self._warm(list(self.workers))
+        return time.perf_counter() - started
+
+    async def _warm(self, workers: list[str]) -> None:
+        _, settings = self.model(None)
+        futures = [
+            self.client.submit(
+                warm_worker, settings, workers=[address], allow_other_workers=False, pure=False
+            )
+            for address in workers
+        ]
+        threads = [t for t in await self.client.gather(futures) if t]
+        if threads:
+            self.intra_threads = min(threads + ([self.intra_threads] if self.intra_threads else []))
+        if workers:
+            log.info("warm-up: %s on %d Dask worker(s)", self.default_model.name, len(workers))
+
+    async def verify_weights(self) -> None:
+        """Nothing here: each worker fetches and verifies the weights it runs."""
+
+    def evict_idle(self) -> None:
+        """Workers keep their sessions for as long as they live."""
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.client is not None:
+            await self.client.close()
+        if self._cluster is not None:
+            await self._cluster.close()
+        await super().close()
+
+
+def _ignored(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # a cancel that failed (scheduler gone) is no news
+
+
+def _probe(address: str, source: str) -> None:
+    """Refuse, in one line, a scheduler address that does not answer Dask's handshake."""
+    from rmcli.builtins.dask_executor import probe_scheduler
+
+    try:
+        probe_scheduler(address, CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"cannot reach the Dask scheduler {address!r} ({source}): {exc}") from None
+
+
+# On the workers.
+
+_prepared: dict[tuple, tuple[Any, Any, Any]] = {}
+_prepared_lock = threading.Lock()
+
+
+def worker_settings(settings: Settings, threads: int) -> Settings:
+    """``settings`` for a worker running ``threads`` jobs at once: ``intra_threads`` 1 unless
+    set, no spinning unless set (a spinning thread takes a core from the other jobs)."""
+    if settings.source("intra_threads") == "default":
+        settings = settings.with_values("serve: one Dask worker thread per slot", intra_threads=1)
+    if settings.source("allow_spinning") == "default":
+        settings = settings.with_values("serve: slots share the cores", allow_spinning=False)
+    return settings
+
+
+def _prepare(settings: Settings) -> tuple[Any, Any, Any]:
+    """This worker's (model, backend, settings) for ``settings``, resolved once."""
+    key = (settings["model"], settings["model_path"], settings["backend"], settings.session_key())
+    with _prepared_lock:
+        found = _prepared.get(key)
+    if found is None:
+        from distributed import get_worker
+
+        from rmcli.engine.registry import get_backend
+        from rmcli.engine.remover import model_for
+
+        local = worker_settings(settings, get_worker().state.nthreads)
+        found = (model_for(local), get_backend(local["backend"]), local)
+        with _prepared_lock:
+            _prepared[key] = found
+    return found
+
+
+def run_job(settings: Settings, job: Job) -> tuple[bytes, dict[str, float]]:
+    """On a worker: the job's encoded answer and the seconds of its stages."""
+    from rmcli.engine.session import get_session
+
+    model, backend, local = _prepare(settings)
+    loaded = get_session(model, backend, local)
+    image, mask = decode_and_mask(job, model, loaded, local["max_pixels"])
+    return finish(job, image, mask, local["max_pixels"]), job.timings
+
+
+def warm_worker(settings: Settings) -> int:
+    """On a worker: build and run the session once; its intra-op threads."""
+    from rmcli.engine.session import get_session
+
+    model, backend, local = _prepare(settings)
+    loaded = get_session(model, backend, local)
+    warm(model, loaded)
+    return loaded.layout.intra_threads or 0
