@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +120,16 @@ def jpeg(width: int, height: int) -> bytes:
 
 def car_bytes() -> bytes:
     return CAR.read_bytes()
+
+
+def post_at_once(server: Server, count: int, path: str, files: dict) -> list[httpx.Response]:
+    """``count`` clients POST ``files`` to ``path`` at the same moment (a barrier); answers."""
+    barrier = threading.Barrier(count)
+
+    def send(_):
+        with server.client() as client:
+            barrier.wait()
+            return client.post(path, files=files)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(send, range(count)))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import CAR, alpha_of, rmcli
 from PIL import Image
-from serving import car_bytes, jpeg, start_server, wait_for
+from serving import car_bytes, jpeg, post_at_once, start_server, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -275,15 +275,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(u2netp_path, tmp_path):
     server = start_server(tmp_path, "--slots", "1", "--queue", "1")
     big = jpeg(1600, 1200)
     try:
-        barrier = threading.Barrier(8)
-
-        def send(_):
-            with server.client() as client:
-                barrier.wait()
-                return client.post("/v1/remove", files={"file": ("big.jpg", big)})
-
-        with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(send, range(8)))
+        answers = post_at_once(server, 8, "/v1/remove", {"file": ("big.jpg", big)})
         statuses = sorted(a.status_code for a in answers)
         assert set(statuses) == {200, 503}, statuses
         assert statuses.count(200) <= 2  # one slot + one queue place
@@ -318,15 +310,7 @@ def test_work_that_cannot_finish_by_the_deadline_is_refused_at_once(u2netp_path,
     try:
         with server.client() as client:  # one answer measures how long a slot is held
             assert client.post("/v1/remove", files={"file": ("big.jpg", big)}).status_code == 200
-        barrier = threading.Barrier(24)
-
-        def send(_):
-            with server.client() as client:
-                barrier.wait()
-                return client.post("/v1/remove", files={"file": ("big.jpg", big)})
-
-        with ThreadPoolExecutor(24) as pool:
-            answers = list(pool.map(send, range(24)))
+        answers = post_at_once(server, 24, "/v1/remove", {"file": ("big.jpg", big)})
         statuses = [a.status_code for a in answers]
         assert set(statuses) <= {200, 503} and 200 in statuses, statuses
         refused = [one_line_error(a, 503) for a in answers if a.status_code == 503]
@@ -611,3 +595,16 @@ def test_serve_settings_come_from_the_layered_table():
     assert (
         done.stderr.decode().strip() == "rmcli: error: RMCLI_SERVE_PORT='seven' is not an integer"
     )
+
+
+def test_serve_takes_the_session_flags_and_its_own_url_fetch_switch():
+    for args, reason in (
+        (("--precision", "fp8"), "precision"),  # a session setting shared with remove
+        (("--url-fetch", "--port", "70000"), "port"),  # parsed --url-fetch, then refused
+    ):
+        done = rmcli("serve", *args)
+        stderr = done.stderr.decode()
+        assert done.returncode == 2 and "no such option" not in stderr, stderr
+        assert stderr.count("\n") == 1 and reason in stderr, stderr
+    done = rmcli("remove", "--serve-url-fetch", "x.jpg")
+    assert done.returncode == 2 and "no such option" in done.stderr.decode()

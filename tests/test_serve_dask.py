@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from conftest import CAR, alpha_of, rmcli
 from PIL import Image
-from serving import car_bytes, start_server, wait_for
+from serving import car_bytes, post_at_once, start_server, wait_for
 
 from rmcli.builtins.dask_executor import session_threads
 
@@ -54,12 +53,8 @@ def test_dask_workers_answer_as_rmcli_remove_with_warm_sessions(u2netp_path, tmp
             status, ready = readiness(server)
             assert status == 200 and ready["executor"] == "dask" and ready["slots"] == 2
 
-            def post(_):
-                with server.client() as http:
-                    return http.post("/api/remove", files={"file": ("car-1.jpg", car_bytes())})
-
-            with ThreadPoolExecutor(6) as pool:
-                answers = list(pool.map(post, range(6)))
+            files = {"file": ("car-1.jpg", car_bytes())}
+            answers = post_at_once(server, 6, "/api/remove", files)
             assert [a.status_code for a in answers] == [200] * 6, answers[0].text
             done = rmcli("remove", str(CAR), "-o", str(tmp_path / "local"))
             assert done.returncode == 0, done.stderr

@@ -135,11 +135,8 @@ def connect(settings: Settings) -> Iterator[Any]:
 
     The local cluster has one single-threaded worker process per usable CPU.
     """
-    import logging
 
     from distributed import Client, LocalCluster
-
-    from rmcli.cpus import usable_cpu_count
 
     address = settings["dask_scheduler"]
     if address:
@@ -154,18 +151,25 @@ def connect(settings: Settings) -> Iterator[Any]:
         with client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=usable_cpu_count(),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with LocalCluster(**local_cluster_options()) as cluster, Client(cluster) as client:
         yield client
+
+
+def local_cluster_options() -> dict[str, Any]:
+    """A local cluster of this machine: one single-threaded worker process per usable CPU,
+    on loopback, its dashboard on a free port (8787 may be taken), quiet logs."""
+    import logging
+
+    from rmcli.cpus import usable_cpu_count
+
+    return {
+        "n_workers": usable_cpu_count(),
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+        "silence_logs": logging.ERROR,
+    }
 
 
 def probe_scheduler(address: str, timeout_s: float) -> None:

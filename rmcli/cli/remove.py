@@ -17,7 +17,7 @@ import typer
 
 from rmcli.cli.frames import frame_progress
 from rmcli.cli.progress import BatchProgress
-from rmcli.config.settings import SETTINGS, Setting, flag_help
+from rmcli.config.settings import SETTINGS, Setting, flag_help, takes
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
 
 
@@ -174,7 +174,7 @@ def watch_folder(
 
 def setting_parameters(command: str = "remove") -> list[inspect.Parameter]:
     """One option per row of the settings table that ``command`` takes, named, typed and
-    documented by the row."""
+    documented by the row: the command's own rows first, then those it shares."""
     return [
         inspect.Parameter(
             key,
@@ -182,8 +182,8 @@ def setting_parameters(command: str = "remove") -> list[inspect.Parameter]:
             default=None,
             annotation=Annotated[_kind(setting), _option(key, setting)],
         )
-        for key, setting in SETTINGS.items()
-        if setting.command == command
+        for key, setting in sorted(SETTINGS.items(), key=lambda item: item[1].command != command)
+        if takes(command, key)
     ]
 
 
@@ -193,13 +193,11 @@ def _kind(setting: Setting) -> Any:
 
 def _option(key: str, setting: Setting) -> Any:
     short = [setting.short] if setting.short else []
+    shown = {"help": flag_help(key), "show_default": False}
     if setting.is_switch:
-        switch = f"{setting.option}/--no-{setting.option[2:]}"
-        return typer.Option(switch, *short, help=flag_help(key), show_default=False)
+        return typer.Option(f"{setting.option}/--no-{setting.option[2:]}", *short, **shown)
     metavar = setting.metavar or ("N" if setting.type_name == "integer" else "TEXT")
-    return typer.Option(
-        setting.option, *short, help=flag_help(key), metavar=metavar, show_default=False
-    )
+    return typer.Option(setting.option, *short, metavar=metavar, **shown)
 
 
 def flags_given(values: dict[str, Any]) -> dict[str, tuple[Any, str]]:

@@ -1,7 +1,8 @@
 """``rmcli serve``: the HTTP service (rembg-compatible API, rmcli's API, metrics, a web page).
 
-The options that set ``serve_*`` settings are generated from the settings table, like
-``rmcli remove``'s, so names, defaults and environment variables are written down once.
+Its options are generated from the settings table, like ``rmcli remove``'s: the ``serve_*``
+rows first, then the rows of ``SERVE_ALSO`` (model, backend and session settings, weights,
+pixel limits, executor), so names, defaults and environment variables are written down once.
 """
 
 from __future__ import annotations
@@ -14,37 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from rmcli.cli.remove import flags_given, setting_parameters
-from rmcli.config.settings import flag_help
 from rmcli.errors import UsageError
 
 
 def serve(
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", metavar="NAME", help=flag_help("model"), show_default=False),
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend", "-b", metavar="NAME", help=flag_help("backend"), show_default=False
-        ),
-    ] = None,
-    executor: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Where inferences run: local (this process's slots) or dask (on the Dask "
-            "workers of --scheduler, else of a local cluster; rmcli[dask]). ["
-            + flag_help("executor").rpartition("[")[2],
-            show_default=False,
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler", metavar="ADDRESS", help=flag_help("dask_scheduler"), show_default=False
-        ),
-    ] = None,
     log_level: Annotated[
         str, typer.Option(metavar="LEVEL", help="Logging level: debug, info, warning, error.")
     ] = "info",
@@ -65,16 +39,7 @@ def serve(
         ) from None
     from rmcli.config.settings import resolve
 
-    flags = flags_given(given)
-    if model is not None:
-        flags["model"] = (model, "flag --model")
-    if backend is not None:
-        flags["backend"] = (backend, "flag --backend")
-    if executor is not None:
-        flags["executor"] = (executor, "flag --executor")
-    if scheduler is not None:
-        flags["dask_scheduler"] = (scheduler, "flag --scheduler")
-    settings = resolve(flags)
+    settings = resolve(flags_given(given))
     _setup_logging(log_level)
     from rmcli.serve.server import serve as run
 

@@ -343,6 +343,8 @@ SERVE_SETTINGS: list[Setting] = [
         _parse_bool,
         False,
         "Allow GET /api/remove?url=... (public http(s) addresses only).",
+        command="serve",
+        flag="--url-fetch",
     ),
     _setting(
         "serve_url_allow",
@@ -788,6 +790,27 @@ class Settings(Mapping[str, Any]):
             setting = known_setting(key)
             new[key] = Value(setting.convert(raw, source), source)
         return Settings(new, self.plugins)
+
+
+# ``rmcli remove``'s settings that ``rmcli serve`` takes as flags too: what a model and its
+# sessions are, where the weights come from, the pixel limits, where inferences run
+SERVE_ALSO = frozenset(
+    {
+        *(key for key, setting in SETTINGS.items() if setting.session),
+        "model_family",
+        "executor",
+        "dask_scheduler",
+        "models_dir",
+        "offline",
+        "max_pixels",
+        "matting_max_pixels",
+    }
+)
+
+
+def takes(command: str, key: str) -> bool:
+    """True when ``rmcli <command>`` has a flag for setting ``key``."""
+    return SETTINGS[key].command == command or (command == "serve" and key in SERVE_ALSO)
 
 
 def known_setting(key: str) -> Setting:

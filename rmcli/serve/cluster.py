@@ -80,21 +80,13 @@ class DaskEngine(Engine):
     async def start(self) -> None:
         from distributed import Client, LocalCluster
 
-        from rmcli.cpus import usable_cpu_count
-
         await super().start()
         if self.address:
             self.client = await self._connect()
         else:
-            self._cluster = await LocalCluster(
-                n_workers=usable_cpu_count(),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
-                silence_logs=logging.ERROR,
-                asynchronous=True,
-            )
+            from rmcli.builtins.dask_executor import local_cluster_options
+
+            self._cluster = await LocalCluster(**local_cluster_options(), asynchronous=True)
             self.client = await Client(self._cluster, asynchronous=True)
         await self._follow_workers()
         self._watch = asyncio.create_task(self._watch_workers())
