@@ -35,6 +35,24 @@ def rembg_alpha(photo: Path) -> np.ndarray:
 # --- precision: every backend but openvino refuses bf16, naming the one that can ---------
 
 
+@pytest.mark.parametrize(
+    ("intra", "streams", "usable", "threads"),
+    [(2, 1, 2, "2"), (1, 2, 2, "2"), (2, 2, 4, "4"), (2, 4, 4, "4"), (4, 1, 2, "4")],
+)
+def test_openvino_threads_are_per_stream_within_the_cores(intra, streams, usable, threads):
+    """num_of_threads is the compiled model's total: intra_threads for each stream, at most
+    the usable cores (an explicit intra_threads alone is kept as given)."""
+    from dataclasses import replace
+
+    from rmcli.config.settings import resolve
+    from rmcli.contracts.layout import ThreadLayout
+
+    settings = resolve({"openvino_streams": streams}, env={}, path=Path("/nonexistent.toml"))
+    layout = replace(ThreadLayout(intra_threads=intra), usable_cpus=usable)
+    options = OpenVino().provider_options(settings, layout)
+    assert (options["num_of_threads"], options["num_streams"]) == (threads, str(streams))
+
+
 def test_bf16_on_cpu_pinned_is_one_line_naming_openvino(tmp_path):
     for args, env, source in (
         (["--precision", "bf16"], {}, "flag --precision"),

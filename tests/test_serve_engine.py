@@ -95,6 +95,20 @@ def test_slots_can_grow_to_serve_waiters_and_shrink_without_revoking_held_ones()
     asyncio.run(scenario())
 
 
+def test_slots_sharing_one_openvino_session_get_a_stream_each(tmp_path):
+    """With one stream, two slots' runs on one OpenVINO session would wait for each other."""
+    from rmcli.config.settings import resolve
+
+    settings = resolve({"backend": "openvino"}, env={}, path=tmp_path / "none.toml")
+    sized = SlotBudget.split(4, 2).slot_settings(settings)
+    assert (sized["intra_threads"], sized["openvino_streams"]) == (2, 2)
+    assert sized["allow_spinning"] is False
+    assert sized.source("openvino_streams") == "serve: one OpenVINO stream per slot"
+    chosen = settings.with_values("flag --openvino-streams", openvino_streams=1)
+    assert SlotBudget.split(4, 2).slot_settings(chosen)["openvino_streams"] == 1
+    assert SlotBudget.split(4, 1).slot_settings(settings)["openvino_streams"] == 1
+
+
 def _fake(name: str):
     model = SimpleNamespace(name=name, weights=name + ".onnx")
     settings = SimpleNamespace(session_key=lambda: (("intra_threads", 1),))

@@ -91,10 +91,14 @@ class OpenVino(Backend):
     ) -> dict[str, str]:
         """The OpenVINOExecutionProvider options (all strings, as ONNX Runtime wants them)."""
         hint = PRECISION_HINTS[precision or settings["precision"]]
+        streams = settings["openvino_streams"]
+        threads = layout.intra_threads or layout.usable_cpus  # per inference, so per stream
+        if streams > 1:  # num_of_threads is the compiled model's total, shared by its streams
+            threads = max(threads, min(threads * streams, layout.usable_cpus))
         options = {
             "device_type": "CPU",
-            "num_of_threads": str(layout.intra_threads or layout.usable_cpus),
-            "num_streams": str(settings["openvino_streams"]),
+            "num_of_threads": str(threads),
+            "num_streams": str(streams),
             "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}}),
         }
         cache = cache_dir(settings)

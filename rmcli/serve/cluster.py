@@ -21,7 +21,15 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from rmcli.errors import UsageError
-from rmcli.serve.engine import Engine, Job, ServeError, decode_and_mask, finish, warm
+from rmcli.serve.engine import (
+    Engine,
+    Job,
+    ServeError,
+    concurrent_callers,
+    decode_and_mask,
+    finish,
+    warm,
+)
 
 if TYPE_CHECKING:
     from rmcli.config.settings import Settings
@@ -234,12 +242,10 @@ _prepared_lock = threading.Lock()
 
 def worker_settings(settings: Settings, threads: int) -> Settings:
     """``settings`` for a worker running ``threads`` jobs at once: ``intra_threads`` 1 unless
-    set, no spinning unless set (a spinning thread takes a core from the other jobs)."""
+    set, and what :func:`concurrent_callers` adds (no spinning, OpenVINO streams)."""
     if settings.source("intra_threads") == "default":
         settings = settings.with_values("serve: one Dask worker thread per slot", intra_threads=1)
-    if settings.source("allow_spinning") == "default":
-        settings = settings.with_values("serve: slots share the cores", allow_spinning=False)
-    return settings
+    return concurrent_callers(settings, threads)
 
 
 def _prepare(settings: Settings) -> tuple[Any, Any, Any]:

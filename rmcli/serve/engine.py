@@ -83,15 +83,28 @@ class SlotBudget:
     def slot_settings(self, settings: Settings) -> Settings:
         """``settings`` whose sessions fit one slot (intra_threads at most the slot's share).
 
-        Spinning is turned off unless set explicitly: a spinning intra-op thread takes CPU
-        from the other slots, the codec pool and the event loop of the same process.
+        See :func:`concurrent_callers` for spinning and OpenVINO streams.
         """
         from rmcli.engine.layout import CoreBudget
 
         settings = CoreBudget(self.usable).slot_settings(settings, self.slots)
-        if settings.source("allow_spinning") == "default":
-            settings = settings.with_values("serve: slots share the cores", allow_spinning=False)
-        return settings
+        return concurrent_callers(settings, self.slots)
+
+
+def concurrent_callers(settings: Settings, callers: int) -> Settings:
+    """``settings`` for one session that ``callers`` threads run at once.
+
+    Spinning is off unless set: a spinning intra-op thread takes CPU from the other callers,
+    the codec pool and the event loop. OpenVINO gets one stream per caller unless
+    ``openvino_streams`` is set: with one stream, concurrent runs wait for each other.
+    """
+    if settings.source("allow_spinning") == "default":
+        settings = settings.with_values("serve: slots share the cores", allow_spinning=False)
+    if callers > 1 and settings.source("openvino_streams") == "default":
+        settings = settings.with_values(
+            "serve: one OpenVINO stream per slot", openvino_streams=callers
+        )
+    return settings
 
 
 class FairScheduler:
