@@ -47,8 +47,10 @@ def readiness(server) -> tuple[int, dict]:
 def test_dask_workers_answer_as_rmcli_remove_with_warm_sessions(u2netp_path, tmp_path):
     with local_cluster(1, 2) as cluster, distributed.Client(cluster) as client:
         server = start_server(
-            tmp_path, "--executor", "dask", "--scheduler", cluster.scheduler_address
-        )
+            tmp_path,
+            "--executor", "dask", "--scheduler", cluster.scheduler_address,
+            "--max-sessions", "1",
+        )  # fmt: skip
         try:
             status, ready = readiness(server)
             assert status == 200 and ready["executor"] == "dask" and ready["slots"] == 2
@@ -77,6 +79,15 @@ def test_dask_workers_answer_as_rmcli_remove_with_warm_sessions(u2netp_path, tmp
             assert server.metric("rmcli_serve_intra_threads") == 1
             for stage in ("queue", "decode", "inference", "encode"):
                 assert server.metric("rmcli_serve_stage_seconds_count", stage=stage) == 6
+
+            # the worker keeps at most serve_max_sessions (1): switching models rebuilds
+            with server.client() as http:
+                for model in ("studio-white", "u2netp"):
+                    answer = http.post(
+                        "/api/remove", files={"file": car_bytes()}, data={"model": model}
+                    )
+                    assert answer.status_code == 200, answer.text
+            assert client.run(session_threads) == {w: [1, 1, 1] for w in client.nthreads()}
         finally:
             assert server.stop() == 0, server.log_text()
 

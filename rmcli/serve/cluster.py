@@ -25,6 +25,7 @@ from rmcli.serve.engine import (
     Engine,
     Job,
     ServeError,
+    SessionPool,
     concurrent_callers,
     decode_and_mask,
     finish,
@@ -207,7 +208,7 @@ class DaskEngine(Engine):
         """Nothing here: each worker fetches and verifies the weights it runs."""
 
     def evict_idle(self) -> None:
-        """Workers keep their sessions for as long as they live."""
+        """Each worker bounds its own sessions (``serve_max_sessions``, ``serve_session_ttl``)."""
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -238,6 +239,18 @@ def _probe(address: str, source: str) -> None:
 
 _prepared: dict[tuple, tuple[Any, Any, Any]] = {}
 _prepared_lock = threading.Lock()
+_pool: SessionPool | None = None  # this worker's sessions, bounded as the front end's would be
+
+
+def _sessions(settings: Settings) -> SessionPool:
+    """This worker's session pool (``serve_max_sessions``, ``serve_session_ttl``), idle
+    sessions dropped."""
+    global _pool
+    with _prepared_lock:
+        if _pool is None:
+            _pool = SessionPool(settings["serve_max_sessions"], settings["serve_session_ttl"])
+    _pool.evict_idle()
+    return _pool
 
 
 def worker_settings(settings: Settings, threads: int) -> Settings:
@@ -268,19 +281,15 @@ def _prepare(settings: Settings) -> tuple[Any, Any, Any]:
 
 def run_job(settings: Settings, job: Job) -> tuple[bytes, dict[str, float]]:
     """On a worker: the job's encoded answer and the seconds of its stages."""
-    from rmcli.engine.session import get_session
-
     model, backend, local = _prepare(settings)
-    loaded = get_session(model, backend, local)
+    loaded = _sessions(settings).get(model, backend, local)
     image, mask = decode_and_mask(job, model, loaded, local["max_pixels"])
     return finish(job, image, mask, local["max_pixels"]), job.timings
 
 
 def warm_worker(settings: Settings) -> int:
     """On a worker: build and run the session once; its intra-op threads."""
-    from rmcli.engine.session import get_session
-
     model, backend, local = _prepare(settings)
-    loaded = get_session(model, backend, local)
+    loaded = _sessions(settings).get(model, backend, local)
     warm(model, loaded)
     return loaded.layout.intra_threads or 0
