@@ -371,6 +371,30 @@ def test_weights_are_fetched_over_http_only_and_pip_gets_the_requirement_as_a_re
     assert "Invalid requirement: '--index-url=http://127.0.0.1:9/'" in str(caught.value)
 
 
+def test_a_weights_url_that_redirects_to_another_scheme_is_refused(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1:9/w.onnx")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/w.onnx"
+        with pytest.raises(ModelError, match="redirect to 'ftp://127.0.0.1:9/w.onnx' refused"):
+            WeightsStore(tmp_path / "cache").ensure(Weights("w.onnx", urls=(url,)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "cache" / "w.onnx").exists()
+
+
 def test_unchecked_weights_onnx_runtime_refuses_are_removed_from_the_cache(tmp_path):
     from rmcli.config.settings import resolve
     from rmcli.engine.registry import get_backend

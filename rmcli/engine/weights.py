@@ -292,13 +292,24 @@ def _reason(exc: BaseException) -> str:
 
 
 def _download(url: str, dest: Path) -> None:
+    import urllib.error
     import urllib.request  # only when downloading: costs ~50 ms of start-up
 
     if url.partition("://")[0].lower() not in URL_SCHEMES:
         raise RuntimeError(f"only http and https URLs are fetched, not {url!r}")
+
+    class HttpOnly(urllib.request.HTTPRedirectHandler):
+        """Follows redirects to http(s) only (urllib's own also follows them to ftp)."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            if newurl.partition("://")[0].lower() not in URL_SCHEMES:
+                raise urllib.error.URLError(f"redirect to {newurl!r} refused: not http(s)")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
     request = urllib.request.Request(url, headers={"User-Agent": "rmcli"})
     shown = fetch_progress.get()
-    with urllib.request.urlopen(request, timeout=URL_TIMEOUT) as response, open(dest, "wb") as out:
+    opener = urllib.request.build_opener(HttpOnly)
+    with opener.open(request, timeout=URL_TIMEOUT) as response, open(dest, "wb") as out:
         while chunk := response.read(CHUNK):
             out.write(chunk)
             if shown is not None:
