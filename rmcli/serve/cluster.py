@@ -90,14 +90,12 @@ class DaskEngine(Engine):
         from distributed import Client, LocalCluster
 
         await super().start()
-        if self.address:
-            self.client = await self._connect()
-        else:
+        if not self.address:
             from rmcli.builtins.dask_executor import local_cluster_options
 
             self._cluster = await LocalCluster(**local_cluster_options(), asynchronous=True)
             self.client = await Client(self._cluster, asynchronous=True)
-        await self._follow_workers()
+        await self._follow_workers()  # connects to --scheduler (and keeps trying if it fails)
         self._watch = asyncio.create_task(self._watch_workers())
 
     async def _connect(self) -> Any:
@@ -109,7 +107,7 @@ class DaskEngine(Engine):
         """Resize the slots to the cluster's worker threads; log joins and departures.
         A client that gave up reconnecting is replaced, so a restarted scheduler is found."""
         try:
-            if self.client.status == "closed" and self.address:
+            if self.address and (self.client is None or self.client.status == "closed"):
                 self.client = await self._connect()
             workers = await asyncio.wait_for(self.client.nthreads(), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
@@ -141,7 +139,10 @@ class DaskEngine(Engine):
     async def _watch_workers(self) -> None:
         while True:
             await asyncio.sleep(WATCH_PERIOD_S)
-            await self._follow_workers()
+            try:
+                await self._follow_workers()
+            except Exception as exc:  # noqa: BLE001 - keep following; say what went wrong
+                log.warning("following the Dask workers: %s: %s", type(exc).__name__, exc)
 
     async def cut_out(self, job: Job, model: Model, settings: Settings) -> bytes:
         """On a slot (already acquired): the job runs on a worker; the slot is released when
@@ -191,6 +192,8 @@ class DaskEngine(Engine):
         return time.perf_counter() - started
 
     async def _warm(self, workers: list[str]) -> None:
+        if not workers or self.client is None:
+            return
         _, settings = self.model(None)
         futures = [
             self.client.submit(
@@ -201,8 +204,7 @@ class DaskEngine(Engine):
         threads = [t for t in await self.client.gather(futures) if t]
         if threads:
             self.intra_threads = min(threads + ([self.intra_threads] if self.intra_threads else []))
-        if workers:
-            log.info("warm-up: %s on %d Dask worker(s)", self.default_model.name, len(workers))
+        log.info("warm-up: %s on %d Dask worker(s)", self.default_model.name, len(workers))
 
     async def verify_weights(self) -> None:
         """Nothing here: each worker fetches and verifies the weights it runs."""
