@@ -135,7 +135,6 @@ def connect(settings: Settings) -> Iterator[Any]:
 
     The local cluster has one single-threaded worker process per usable CPU.
     """
-
     from distributed import Client, LocalCluster
 
     address = settings["dask_scheduler"]

@@ -166,7 +166,7 @@ class Gate:
             await self._drain(receive)
             reason = (
                 f"busy: {capacity} requests already queued or running "
-                f"(serve_slots + serve_queue); retry after {self.retry_after} s"
+                f"(inference slots + serve_queue); retry after {self.retry_after} s"
             )
             await _json_error(503, reason, self.retry_after)(scope, receive, send)
             return

@@ -164,7 +164,6 @@ class DaskEngine(Engine):
                 asyncio.ensure_future(self.client.cancel([future])).add_done_callback(_ignored)
                 raise
             self.slot_done(time.perf_counter() - started)
-            self.inferences += 1
             job.timings.update(timings)
             return body
         except KilledWorker as exc:
@@ -201,9 +200,8 @@ class DaskEngine(Engine):
             )
             for address in workers
         ]
-        threads = [t for t in await self.client.gather(futures) if t]
-        if threads:
-            self.intra_threads = min(threads + ([self.intra_threads] if self.intra_threads else []))
+        threads = [t for t in (*await self.client.gather(futures), self.intra_threads) if t]
+        self.intra_threads = min(threads, default=0)
         log.info("warm-up: %s on %d Dask worker(s)", self.default_model.name, len(workers))
 
     async def verify_weights(self) -> None:

@@ -295,7 +295,6 @@ class Engine:
         self.sessions = SessionPool(settings["serve_max_sessions"], settings["serve_session_ttl"])
         allowed = [m.strip() for m in settings["serve_models"].split(",") if m.strip()]
         self.allowed_models = set(allowed) | {self.default_model.name} if allowed else None
-        self.inferences = 0
         self.intra_threads = self.budget.threads
         self.held_seconds = 0.0  # moving average of how long one job holds a slot
         self._models: dict[str, tuple[Model, Settings]] = {}
@@ -423,7 +422,6 @@ class Engine:
             started = time.perf_counter()  # a session build is not what later jobs wait for
             image, mask = decode_and_mask(job, model, loaded, settings["max_pixels"])
             self.slot_done(time.perf_counter() - started)
-            self.inferences += 1
             return image, mask
         finally:
             self._release_from_thread()
