@@ -30,6 +30,13 @@ _swept: set[tuple[str, str]] = set()
 _swept_lock = threading.Lock()
 
 
+def why_unwritable(exc: OSError) -> str:
+    """The reason a folder cannot take a file: a file in its way, or the OS's words."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a file is in the way of that folder"
+    return exc.strerror or str(exc)
+
+
 def temporary_beside(path: Path, suffix: str = ".tmp") -> Path:
     """Create an empty, hidden temporary file beside ``path``; its mode is the one ``path``
     has (when it exists) or ``0o666`` less the umask."""

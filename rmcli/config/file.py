@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rmcli.atomic import atomic_path
+from rmcli.atomic import atomic_path, why_unwritable
 from rmcli.errors import ConfigError
 
 CONFIG_ENV = "RMCLI_CONFIG"
@@ -121,12 +121,9 @@ def write_config(path: Path, data: dict[str, Any]) -> None:
 
 def unwritable(path: Path, exc: OSError) -> ConfigError:
     """The one-line error for a config file that cannot be written where it is."""
-    if isinstance(exc, FileExistsError | NotADirectoryError):
-        reason = "a file is in the way of its folder"
-    else:
-        reason = exc.strerror or str(exc)
     return ConfigError(
-        f"cannot write the config file {path}: {reason} (set RMCLI_CONFIG to a writable place)"
+        f"cannot write the config file {path}: {why_unwritable(exc)} "
+        "(set RMCLI_CONFIG to a writable place)"
     )
 
 

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
 
-from rmcli.atomic import atomic_write_bytes, temporary_beside
+from rmcli.atomic import atomic_write_bytes, temporary_beside, why_unwritable
 from rmcli.contracts.model import Weights, WheelSource
 from rmcli.errors import ModelError
 
@@ -216,13 +216,9 @@ class WeightsStore:
             self.root.mkdir(parents=True, exist_ok=True)
             return temporary_beside(path, ".part")
         except OSError as exc:
-            if isinstance(exc, FileExistsError | NotADirectoryError):
-                reason = "a file is in the way of that folder"
-            else:
-                reason = exc.strerror or str(exc)
             raise CacheNotWritable(
-                f"cannot write to the models folder {self.root}: {reason}. Set models_dir "
-                "(RMCLI_MODELS_DIR or the config file) to a writable folder"
+                f"cannot write to the models folder {self.root}: {why_unwritable(exc)}. "
+                "Set models_dir (RMCLI_MODELS_DIR or the config file) to a writable folder"
             ) from None
 
     def ensure(
