@@ -44,14 +44,17 @@ REMBG = "rembg[cli]==2.0.86"
 
 
 def ensure_rembg(venv: Path) -> Path:
-    """The rembg executable of ``venv``, creating the venv and installing rembg if needed."""
+    """The rembg executable of ``venv``, creating the venv and installing rembg if needed,
+    on the ONNX Runtime version rmcli runs on here (so the comparison is of the tools)."""
     exe = venv / "bin" / "rembg"
     if exe.exists():
         return exe
+    import onnxruntime
+
     print(f"creating {venv} with {REMBG} (once)...", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, REMBG, "onnxruntime"], check=True)
+    subprocess.run([*pip, REMBG, f"onnxruntime=={onnxruntime.__version__}"], check=True)
     return exe
 
 

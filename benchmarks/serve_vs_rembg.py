@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_vs_rembg import DEFAULT_VENV, ensure_rembg
+from bench_vs_rembg import DEFAULT_VENV, ensure_rembg, u2netp_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "car-1.jpg"
@@ -243,12 +243,7 @@ def main() -> None:
         python, _, options = rest.partition("::")
         variants.append((f"rmcli serve {name}", python or sys.executable, options.split()))
     rembg_exe = ensure_rembg(args.rembg_venv)  # rembg s needs the cli extra
-    weights = subprocess.run(
-        [sys.executable, "-m", "rmcli", "models", "pull", "u2netp"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    weights = u2netp_weights()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(weights, Path(home) / "u2netp.onnx")

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_vs_rembg import ensure_rembg, u2netp_weights
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 WIDTH, HEIGHT, FPS = 1280, 720, 10
@@ -130,30 +132,6 @@ def ffmpeg_binary() -> Path:
         raise SystemExit(f"no ffmpeg binary under {target}")
     os.chmod(found[0], 0o755)
     return found[0]
-
-
-def ensure_rembg(venv: Path) -> Path:
-    """rembg 2.0.86 with its CLI in ``venv`` (created once), on the same ONNX Runtime."""
-    exe = venv / "bin" / "rembg"
-    if exe.exists():
-        return exe
-    import onnxruntime
-
-    print(f"creating {venv} with rembg[cli]==2.0.86 (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "rembg[cli]==2.0.86", f"onnxruntime=={onnxruntime.__version__}"])
-    return exe
-
-
-def u2netp_weights() -> Path:
-    done = subprocess.run(
-        [sys.executable, "-m", "rmcli", "models", "pull", "u2netp"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(done.stdout.strip())
 
 
 def measure(cmd: list[str], env: dict[str, str], tmp: Path, frames: int) -> dict[str, float]:
