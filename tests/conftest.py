@@ -60,6 +60,22 @@ def u2netp_path() -> Path:
     return Path(done.stdout.strip())
 
 
+@pytest.fixture(scope="session")
+def matting_compiled() -> None:
+    """pymatting's numba kernels, compiled once before the tests that use alpha matting.
+
+    pymatting compiles its kernels when imported (1-3 minutes on 2 cores the first time) and
+    caches them on disk, so a test's subprocess then loads them in a second: no test pays the
+    one-time compile inside its own time limit.
+    """
+    pytest.importorskip("pymatting")
+    subprocess.run(
+        [sys.executable, "-c", "import pymatting.alpha.estimate_alpha_cf, pymatting.foreground"],
+        check=True,
+        timeout=900,
+    )
+
+
 def rmcli(*args: str, env: dict | None = None, stdin: bytes | None = None, cwd=None):
     """Run the real CLI in a subprocess, as a user would."""
     return subprocess.run(

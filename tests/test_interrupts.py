@@ -119,7 +119,9 @@ def test_first_ctrl_c_sets_the_stop_event_second_one_stops_at_once():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_sigterm_on_the_only_image_finishes_it_and_exits_130_with_a_summary(u2netp_path, tmp_path):
+def test_sigterm_on_the_only_image_finishes_it_and_exits_130_with_a_summary(
+    u2netp_path, matting_compiled, tmp_path
+):
     photo(1600, 1200, seed=3).save(tmp_path / "big.jpg", quality=90)
     process = subprocess.Popen(
         [sys.executable, "-m", "rmcli", "remove", "big.jpg", "-o", "out", "-a"],
