@@ -131,10 +131,16 @@ def list_(
     for name, table in settings.plugins.items():
         found += [(f"plugins.{name}.{k}", v, f"file {config_path()}") for k, v in table.items()]
     if as_json:
-        rows = {k: {"value": v, "source": s} if sources else v for k, v, s in found}
+        rows: dict[str, Any] = {k: {"value": v, "source": s} if sources else v for k, v, s in found}
+        if sources:  # values a layer gave that are not in effect, and why
+            for key, why in settings.overridden.items():
+                rows[key]["not_in_effect"] = why
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for key, value, source in found:
+        if sources and key in settings:
+            typer.echo(settings.line(key))
+            continue
         line = f"{key} = {format_value(value)}"
         typer.echo(f"{line} ({source})" if sources else line)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ import typer
 
 from rmcli.cli.frames import frame_progress
 from rmcli.cli.progress import BatchProgress
-from rmcli.config.settings import SETTINGS, Setting, flag_help, takes
+from rmcli.config.settings import SETTINGS, Setting, Settings, flag_help, format_value, takes
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
 
 
@@ -84,7 +85,7 @@ def remove(
     from rmcli.images.decoding import quiet_pillow_warnings
     from rmcli.images.inputs import images_in
 
-    settings = resolve(flags_given(given))
+    settings = format_from_output(resolve(flags_given(given)), output)
     quiet_pillow_warnings()  # bad inputs are reported one line each, by rmcli
     options = OutputOptions.from_settings(
         settings, only_mask=only_mask, bg_image=bg_image, crop=crop, alpha_matting=alpha_matting
@@ -110,9 +111,9 @@ def remove(
             for result in batch.run(on_done=lambda r: progress.step(r.job.label),
                                     handle_signals=True):  # fmt: skip
                 if result.error:
-                    sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
+                    progress.echo(result.error, err=True)
                 elif result.job.output is not None:
-                    typer.echo(shown_path(result.job.output))
+                    progress.echo(shown_path(result.job.output))
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
             batch.stop.set()
     if stats:
@@ -172,6 +173,30 @@ def watch_folder(
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
+def format_from_output(settings: Settings, output: str | None) -> Settings:
+    """The settings with the format that ``-o FILE``'s suffix names, which beats a format from
+    the environment or the config file (those are shown as not in effect). ``--format`` on the
+    same command line beats the suffix, with a warning that the name and the bytes differ."""
+    from rmcli.engine.runner import output_file_format
+
+    fmt = output_file_format(output)
+    if fmt is None or settings["output_format"] == fmt:
+        return settings
+    source = settings.source("output_format")
+    if source.startswith("flag"):
+        logging.getLogger("rmcli.cli.remove").warning(
+            f"-o {output} is written as {settings['output_format']} ({source}), "
+            f"not as its suffix says"
+        )
+        return settings
+    before = settings.values["output_format"]
+    changed = settings.with_values(f"-o {output}", output_format=fmt)
+    if source == "default":
+        return changed
+    reason = f"{format_value(before.value)} from {source}, because -o names a {fmt} file"
+    return replace(changed, overridden={**changed.overridden, "output_format": reason})
+
+
 def setting_parameters(command: str = "remove") -> list[inspect.Parameter]:
     """One option per row of the settings table that ``command`` takes, named, typed and
     documented by the row: the command's own rows first, then those it shares."""
@@ -216,9 +241,11 @@ def flags_given(values: dict[str, Any]) -> dict[str, tuple[Any, str]]:
 def _describe(remover, session, pinned) -> None:
     err = sys.stderr
     settings = remover.settings
-    print("settings:", file=err)
-    for line in settings.lines():
+    used = used_settings(settings)
+    print("settings this run uses:", file=err)
+    for line in settings.lines(used):
         print(f"  {line}", file=err)
+    print(f"  ({len(settings) - len(used)} more that it does not use: rmcli config list)", file=err)
     print(f"backend {remover.backend.name}, thread layout:", file=err)
     for key, value in {**remover.layout.describe(), **remover.backend.describe(settings)}.items():
         print(f"  {key} = {value}", file=err)
@@ -234,6 +261,30 @@ def _describe(remover, session, pinned) -> None:
     print(f"session created in {session.seconds_to_create:.3f} s", file=err)
     if pinned:
         print(f"calling thread pinned to CPUs {pinned}", file=err)
+
+
+# the panels whose settings a run uses only with this backend or executor
+PANEL_USED_WITH = {"GPU": ("backend", "cuda-hybrid"), "OpenVINO": ("backend", "openvino"),
+                   "Dask": ("executor", "dask")}  # fmt: skip
+
+
+def used_settings(settings: Settings, command: str = "remove") -> list[str]:
+    """The settings that a run of ``command`` with ``settings`` uses (what ``-v`` prints): its
+    options' settings, less those of a backend or executor it does not use (unless set) and
+    those of other commands (tune's, serve's); plus any that are not in effect, and why."""
+    used = []
+    for key, setting in SETTINGS.items():
+        if key in settings.overridden:
+            used.append(key)
+        elif not takes(command, key) or setting.panel in ("Tuning", "Service"):
+            continue
+        elif setting.panel in PANEL_USED_WITH:
+            switch, name = PANEL_USED_WITH[setting.panel]
+            if settings[switch] == name or settings.source(key) != "default":
+                used.append(key)
+        else:
+            used.append(key)
+    return used
 
 
 def shown_path(location: object) -> str:
