@@ -34,34 +34,64 @@ def remove(
         typer.Option(
             "-o",
             "--output",
-            metavar="DIR|-",
-            help="Output folder or storage URL, or - for stdout. [default: beside each "
-            "input, as NAME.out.png]",
+            metavar="FILE|DIR|-",
+            help="A file (one input; its suffix picks the format), a folder, a storage URL, or "
+            "- for stdout. [default: beside each input, as NAME.out.png]",
+            rich_help_panel="Output",
         ),
     ] = None,
     recursive: Annotated[
-        bool, typer.Option("-r", "--recursive", help="Recurse into folders, keeping structure.")
+        bool,
+        typer.Option(
+            "-r",
+            "--recursive",
+            help="Recurse into folders, keeping structure.",
+            rich_help_panel="Output",
+        ),
     ] = False,
     only_mask: Annotated[
-        bool, typer.Option("--only-mask", "-om", help="Write the 8-bit mask instead of a cut-out.")
+        bool,
+        typer.Option(
+            "--only-mask",
+            "-om",
+            help="Write the 8-bit mask instead of a cut-out.",
+            rich_help_panel="Output",
+        ),
     ] = False,
     bg_image: Annotated[
         str | None,
-        typer.Option(metavar="FILE", help="Background image, scaled to cover the output."),
+        typer.Option(
+            metavar="FILE",
+            help="Background image, scaled to cover the output.",
+            rich_help_panel="Output",
+        ),
     ] = None,
     crop: Annotated[
-        bool, typer.Option("--crop", help="Crop to the pixels with alpha above the threshold.")
+        bool,
+        typer.Option(
+            "--crop",
+            help="Crop to the pixels with alpha above the threshold.",
+            rich_help_panel="Output",
+        ),
     ] = False,
     alpha_matting: Annotated[
         bool,
-        typer.Option("--alpha-matting", "-a", help="Refine edges by alpha matting (pymatting)."),
+        typer.Option(
+            "--alpha-matting",
+            "-a",
+            help="Refine edges by alpha matting (pymatting).",
+            rich_help_panel="Output",
+        ),
     ] = False,
     stats: Annotated[
         bool,
         typer.Option("--stats", help="Print time per stage, wall time, images/s and peak memory."),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Print effective settings and thread layout.")
+        bool,
+        typer.Option(
+            "-v", "--verbose", help="Print the settings this run uses, the layout, the providers."
+        ),
     ] = False,
     quiet: Annotated[
         bool,
@@ -71,8 +101,9 @@ def remove(
         bool,
         typer.Option(
             "--watch",
-            help="Then keep watching the input folder: cut out each image once it is completely "
-            "written there (Ctrl-C ends, with a summary).",
+            help="Then watch the input folder: cut out each new image once it is completely "
+            "written (Ctrl-C ends).",
+            rich_help_panel="Output",
         ),
     ] = False,
     **given: Any,
@@ -102,7 +133,7 @@ def remove(
     batch = Batch(remover, inputs, output, recursive=recursive, options=options)
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
     if verbose:
-        _describe(remover, session, batch.pinned)
+        _describe(remover, session, batch.pinned, options)
     with (
         BatchProgress(len(batch.jobs), enabled=not quiet) as progress,
         frame_progress(enabled=not quiet and not progress.enabled),  # one clip: its frames
@@ -218,7 +249,7 @@ def _kind(setting: Setting) -> Any:
 
 def _option(key: str, setting: Setting) -> Any:
     short = [setting.short] if setting.short else []
-    shown = {"help": flag_help(key), "show_default": False}
+    shown = {"help": flag_help(key), "show_default": False, "rich_help_panel": setting.panel}
     if setting.is_switch:
         return typer.Option(f"{setting.option}/--no-{setting.option[2:]}", *short, **shown)
     metavar = setting.metavar or ("N" if setting.type_name == "integer" else "TEXT")
@@ -238,10 +269,10 @@ def flags_given(values: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     return flags
 
 
-def _describe(remover, session, pinned) -> None:
+def _describe(remover, session, pinned, options=None) -> None:
     err = sys.stderr
     settings = remover.settings
-    used = used_settings(settings)
+    used = used_settings(settings, options)
     print("settings this run uses:", file=err)
     for line in settings.lines(used):
         print(f"  {line}", file=err)
@@ -268,22 +299,37 @@ PANEL_USED_WITH = {"GPU": ("backend", "cuda-hybrid"), "OpenVINO": ("backend", "o
                    "Dask": ("executor", "dask")}  # fmt: skip
 
 
-def used_settings(settings: Settings, command: str = "remove") -> list[str]:
-    """The settings that a run of ``command`` with ``settings`` uses (what ``-v`` prints): its
-    options' settings, less those of a backend or executor it does not use (unless set) and
-    those of other commands (tune's, serve's); plus any that are not in effect, and why."""
+def used_settings(settings: Settings, options: Any = None, command: str = "remove") -> list[str]:
+    """The settings that a run of ``command`` with ``settings`` (and output ``options``) uses,
+    as ``-v`` prints them: its options' settings, less those of a backend, executor, model or
+    output option it does not use and those of other commands (tune's, serve's), unless set;
+    plus any that are not in effect, and why."""
+    compose = options.compose if options is not None else None
+    applies = {
+        "model_path": bool(settings["model_path"]),
+        "model_family": bool(settings["model_path"]),
+        "cloth_category": settings["model"] == "u2net_cloth_seg",
+        "inter_threads": settings["execution_mode"] == "parallel",
+        "png_compression": settings["output_format"] == "png",
+        "video_smoothing": False,  # clips only
+        "crop_threshold": bool(compose and compose.crop),
+        "crop_margin": bool(compose and compose.crop),
+        "matting_max_pixels": bool(compose and compose.alpha_matting),
+        **{k: bool(compose and compose.alpha_matting) for k in SETTINGS if "alpha_matting" in k},
+        **{
+            k: settings[PANEL_USED_WITH[s.panel][0]] == PANEL_USED_WITH[s.panel][1]
+            for k, s in SETTINGS.items()
+            if s.panel in PANEL_USED_WITH
+        },
+    }
     used = []
     for key, setting in SETTINGS.items():
-        if key in settings.overridden:
-            used.append(key)
-        elif not takes(command, key) or setting.panel in ("Tuning", "Service"):
-            continue
-        elif setting.panel in PANEL_USED_WITH:
-            switch, name = PANEL_USED_WITH[setting.panel]
-            if settings[switch] == name or settings.source(key) != "default":
+        if key in settings.overridden or settings.source(key) != "default":
+            if takes(command, key) or key in settings.overridden:
                 used.append(key)
-        else:
-            used.append(key)
+        elif takes(command, key) and setting.panel not in ("Tuning", "Service"):
+            if applies.get(key, True):
+                used.append(key)
     return used
 
 

@@ -149,12 +149,11 @@ class Setting:
         return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
 
-# the --help panels of the settings' options: ``--help`` shows the first three, ``--help-all``
-# every one; the others apply to some runs only (one backend, executor or command), and
-# ``rmcli remove -v`` prints their settings only when the run uses them
+# the --help panels of the settings' options, in order: ``--help`` shows Output, Model and
+# Execution; ``--help-all`` all of them (the hidden ones apply to one backend, executor or
+# command only, and ``rmcli remove -v`` prints their settings only when the run uses them)
 PANELS = ("Output", "Model", "Execution", "Advanced")
 HIDDEN_PANELS = ("GPU", "OpenVINO", "Dask", "Tuning", "Service")
-SHOWN_PANELS = ("Output", "Model", "Execution")
 
 # the families of custom weights (rmcli.engine.families.FAMILIES) and the u2net_cloth_seg
 # categories; kept here so the settings need not import the model code (a test keeps them equal)
@@ -440,7 +439,6 @@ SETTINGS: dict[str, Setting] = {
             "Clothes masked by u2net_cloth_seg (attire: all of them).",
             choices=CLOTH_CATEGORIES,
             metavar="CATEGORY",
-            panel="Model",
         ),
         _setting(
             "backend",
@@ -552,14 +550,12 @@ SETTINGS: dict[str, Setting] = {
             "",
             "Folder of cached model weights (empty: default).",
             metavar="DIR",
-            panel="Model",
         ),
         _setting(
             "offline",
             _parse_bool,
             False,
             "Never download weights; say where to place them.",
-            panel="Model",
         ),
         _setting(
             "output_format",
@@ -588,7 +584,6 @@ SETTINGS: dict[str, Setting] = {
             False,
             "Clips: smooth masks over time where they barely change (less flicker, moving "
             "edges kept).",
-            panel="Output",
         ),
         _setting(
             "max_pixels",
@@ -769,7 +764,7 @@ SETTINGS: dict[str, Setting] = {
 def flag_help(key: str) -> str:
     """Help of the flag that sets ``key``: the table's text, default, choices, variables."""
     setting = SETTINGS[key]
-    facts = [f"default: {_shown_default(setting)}"]
+    facts = [f"default: {shown_default(setting)}"]
     if setting.choices:
         facts.append(f"one of: {', '.join(setting.choices)}")
     elif setting.minimum is not None and setting.maximum is not None:
@@ -778,7 +773,7 @@ def flag_help(key: str) -> str:
     return f"{setting.help} [{'; '.join(facts)}]"
 
 
-def _shown_default(setting: Setting) -> str:
+def shown_default(setting: Setting) -> str:
     if setting.default is None:
         return "unset"
     if setting.default == "":
