@@ -99,10 +99,11 @@ def test_the_o_suffix_beats_the_format_of_a_weaker_layer(tmp_path, layer):
         assert "webp" in settings.overridden["output_format"]
 
 
-def test_format_flag_beats_the_o_suffix_of_the_same_command_line(tmp_path):
+def test_format_flag_beats_the_o_suffix_of_the_same_command_line(tmp_path, caplog):
     settings = _resolve(tmp_path, {"output_format": ("flag", "png")})
     kept = format_from_output(settings, str(tmp_path / "cut.webp"))
     assert kept["output_format"] == "png" and kept.source("output_format") == "flag --output-format"
+    assert f"-o {tmp_path / 'cut.webp'} is written as png" in caplog.text
     for output in (str(tmp_path), "-", None):  # a folder, stdout, beside the input: no suffix
         assert format_from_output(settings, output) is settings
 
@@ -121,6 +122,13 @@ def test_model_flag_runs_that_model_despite_custom_weights_in_the_config(u2netp_
     assert "because flag --model sets model" in err
     listed = rmcli("config", "list", "--sources").stdout.decode()
     assert f'model_path = "{weights}" (file' in listed  # nothing overrides it there
+
+
+def test_config_set_warns_when_the_value_is_not_in_effect(tmp_path):
+    assert rmcli("config", "set", "model_path", "/weights/mine.onnx").returncode == 0
+    done = rmcli("config", "set", "model", "u2net")
+    assert done.returncode == 0
+    assert "warning: model is not in effect: model_path is set" in done.stderr.decode()
 
 
 def test_config_list_shows_what_the_environment_puts_out_of_effect(tmp_path):
