@@ -21,7 +21,14 @@ from typing import Any
 from typer._click import Context, HelpFormatter, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from rmcli.config.settings import HIDDEN_PANELS, PANELS, SETTINGS, flag_help, shown_default
+from rmcli.config.settings import (
+    HIDDEN_PANELS,
+    PANELS,
+    SETTINGS,
+    Setting,
+    flag_help,
+    shown_default,
+)
 
 SHOWN_PANELS = ("Arguments", "Output", "Model", "Execution", "Options", "Service")
 MAX_WIDTH = 100
@@ -120,32 +127,36 @@ def _help_all_option() -> TyperOption:
     )
 
 
+def _setting_of(param: Parameter) -> Setting | None:
+    """The row an option was generated from (named, and helped, by it), if any."""
+    key = str(param.name)
+    if key in SETTINGS and getattr(param, "help", None) == flag_help(key):
+        return SETTINGS[key]
+    return None
+
+
 def _panel(param: Parameter) -> str:
-    if param.name in SETTINGS and _from_settings(param):
-        return SETTINGS[param.name].panel
+    setting = _setting_of(param)
+    if setting is not None:
+        return setting.panel
     return getattr(param, "rich_help_panel", None) or "Options"
 
 
-def _from_settings(param: Parameter) -> bool:
-    """True for an option generated from the settings table (named, and helped, by its row)."""
-    return getattr(param, "help", None) == flag_help(str(param.name))
-
-
 def _brief(text: str) -> str:
-    """A help text up to its first sentence or parenthesis."""
+    """A help text up to its first sentence, or a parenthesis that ends it."""
     head = re.split(r"\. (?=[A-Z])|; | \((?=[^()]*\)(?:\.?$|;))", text, maxsplit=1)[0]
     return head if head.endswith(".") else head + "."
 
 
 def _option_help(param: Parameter, full: bool) -> str:
-    if param.name in SETTINGS and _from_settings(param):
-        setting = SETTINGS[str(param.name)]
-        if full:
-            return flag_help(setting.key)
-        default = shown_default(setting)  # a switch is off, a text empty, unless given
-        shown = "" if default in ("off", "none", "unset") else f" [default: {default}]"
-        return _brief(setting.help) + shown
-    return inspect.cleandoc(getattr(param, "help", None) or "")
+    setting = _setting_of(param)
+    if setting is None:
+        return inspect.cleandoc(getattr(param, "help", None) or "")
+    if full:
+        return flag_help(setting.key)
+    default = shown_default(setting)  # a switch is off, a text empty, unless given
+    shown = "" if default in ("off", "none", "unset") else f" [default: {default}]"
+    return _brief(setting.help) + shown
 
 
 def _metavar(param: Parameter) -> str:

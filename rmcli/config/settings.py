@@ -149,9 +149,10 @@ class Setting:
         return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
 
-# the --help panels of the settings' options, in order: ``--help`` shows Output, Model and
-# Execution; ``--help-all`` all of them (the hidden ones apply to one backend, executor or
-# command only, and ``rmcli remove -v`` prints their settings only when the run uses them)
+# the --help panels of the settings' options, in order (rmcli.cli.help): ``--help`` shows
+# Output, Model, Execution (and serve's Service); ``--help-all`` all of them. The hidden ones
+# apply to one backend, executor or command only: ``rmcli remove -v`` prints their settings
+# only when the run uses them.
 PANELS = ("Output", "Model", "Execution", "Advanced")
 HIDDEN_PANELS = ("GPU", "OpenVINO", "Dask", "Tuning", "Service")
 
