@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
-)
+)  # its --help, and every command's, is rmcli.cli.help's (set when the commands register)
 
 
 def _version(value: bool) -> None:
@@ -72,6 +72,19 @@ def _register_commands() -> None:
     bench.register(app)
     config.register(app)
     serve.register(app)
+    _use_rmcli_help(app)
+
+
+def _use_rmcli_help(typer_app: typer.Typer) -> None:
+    """Every command's and group's --help is rmcli's (panels, examples, --help-all)."""
+    from rmcli.cli.help import HelpCommand, HelpGroup
+
+    typer_app.info.cls = HelpGroup
+    for command in typer_app.registered_commands:
+        command.cls = HelpCommand
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _use_rmcli_help(group.typer_instance)
 
 
 def error_line(message: str) -> str:

@@ -13,7 +13,8 @@ log = logging.getLogger("rmcli.cli.config")
 
 config_app = typer.Typer(
     help="Show and change settings. Precedence: flags > environment (RMCLI_*) > config file > "
-    "defaults. See docs/configuration.md.",
+    "defaults; related settings (model and model_path, backend and precision) resolve as one. "
+    "See docs/configuration.md.",
     no_args_is_help=True,
 )
 
@@ -61,7 +62,7 @@ def set_(
 ) -> None:
     """Write KEY = VALUE to the config file (checked first; other keys are kept)."""
     from rmcli.config.file import config_path, plugin_key, plugin_value, set_value
-    from rmcli.config.settings import format_value, known_setting
+    from rmcli.config.settings import format_value, known_setting, resolve
     from rmcli.cpus import usable_cpu_count
 
     path = config_path()
@@ -85,6 +86,10 @@ def set_(
     shadow = setting.env_override()
     if shadow is not None:
         log.warning(f"{shadow}={os.environ[shadow]} in the environment overrides {key} from {path}")
+        return
+    overridden = resolve().overridden  # related settings resolve as one
+    if key in overridden:
+        log.warning(f"{key} is not in effect: {overridden[key]}")
 
 
 def _check_registered(key: str, name: str) -> None:
@@ -131,10 +136,16 @@ def list_(
     for name, table in settings.plugins.items():
         found += [(f"plugins.{name}.{k}", v, f"file {config_path()}") for k, v in table.items()]
     if as_json:
-        rows = {k: {"value": v, "source": s} if sources else v for k, v, s in found}
+        rows: dict[str, Any] = {k: {"value": v, "source": s} if sources else v for k, v, s in found}
+        if sources:  # values a layer gave that are not in effect, and why
+            for key, why in settings.overridden.items():
+                rows[key]["not_in_effect"] = why
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for key, value, source in found:
+        if sources and key in settings:
+            typer.echo(settings.line(key))
+            continue
         line = f"{key} = {format_value(value)}"
         typer.echo(f"{line} ({source})" if sources else line)
 

@@ -15,24 +15,68 @@ from typing import Annotated, Any
 
 import typer
 
+from rmcli.config.settings import SETTINGS, shown_default
 from rmcli.errors import EXIT_INPUT_FAILED, UsageError
 
-Model = Annotated[str | None, typer.Option("-m", "--model", metavar="NAME", help="Model name.")]
-Matting = Annotated[bool, typer.Option("-a", "--alpha-matting", help="Use alpha matting.")]
+
+def _default(key: str) -> str:
+    """``[default: X]`` for a flag of rembg's that sets ``key`` (the settings' default)."""
+    return f"[default: {shown_default(SETTINGS[key])}]"
+
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "-m",
+        "--model",
+        metavar="NAME",
+        help=f"Model name (rmcli models list). {_default('model')}",
+        rich_help_panel="Model",
+    ),
+]
+Matting = Annotated[
+    bool,
+    typer.Option("-a", "--alpha-matting", help="Use alpha matting.", rich_help_panel="Output"),
+]
 Foreground = Annotated[
     int | None,
-    typer.Option("-af", "--alpha-matting-foreground-threshold", metavar="N", help="Trimap fg."),
+    typer.Option(
+        "-af",
+        "--alpha-matting-foreground-threshold",
+        metavar="0-255",
+        help=f"Trimap fg. {_default('alpha_matting_foreground_threshold')}",
+        rich_help_panel="Output",
+    ),
 ]
 Background = Annotated[
     int | None,
-    typer.Option("-ab", "--alpha-matting-background-threshold", metavar="N", help="Trimap bg."),
+    typer.Option(
+        "-ab",
+        "--alpha-matting-background-threshold",
+        metavar="0-255",
+        help=f"Trimap bg. {_default('alpha_matting_background_threshold')}",
+        rich_help_panel="Output",
+    ),
 ]
 Erode = Annotated[
-    int | None, typer.Option("-ae", "--alpha-matting-erode-size", metavar="N", help="Erode size.")
+    int | None,
+    typer.Option(
+        "-ae",
+        "--alpha-matting-erode-size",
+        metavar="PX",
+        help=f"Erode size. {_default('alpha_matting_erode_size')}",
+        rich_help_panel="Output",
+    ),
 ]
-OnlyMask = Annotated[bool, typer.Option("-om", "--only-mask", help="Output only the mask.")]
+OnlyMask = Annotated[
+    bool,
+    typer.Option("-om", "--only-mask", help="Output only the mask.", rich_help_panel="Output"),
+]
 PostProcess = Annotated[
-    bool, typer.Option("-ppm", "--post-process-mask", help="Post-process the mask.")
+    bool,
+    typer.Option(
+        "-ppm", "--post-process-mask", help="Post-process the mask.", rich_help_panel="Output"
+    ),
 ]
 Decontaminate = Annotated[
     bool, typer.Option("-dc", "--decontaminate", help="rembg only: not supported by rmcli.")
@@ -40,10 +84,22 @@ Decontaminate = Annotated[
 Vitmatte = Annotated[bool, typer.Option("-vm", "--vitmatte", help="rembg only: not supported.")]
 BgColor = Annotated[
     tuple[int, int, int, int] | None,
-    typer.Option("-bgc", "--bgcolor", metavar="R G B A", help="Background colour (R G B A)."),
+    typer.Option(
+        "-bgc",
+        "--bgcolor",
+        metavar="R G B A",
+        help="Background colour, 0-255 each. [default: none, transparent]",
+        rich_help_panel="Output",
+    ),
 ]
 Extras = Annotated[
-    str | None, typer.Option("-x", "--extras", metavar="JSON", help="More options as JSON.")
+    str | None,
+    typer.Option(
+        "-x",
+        "--extras",
+        metavar="JSON",
+        help="More options as JSON, e.g. '{\"alpha_matting\": true}'.",
+    ),
 ]
 
 # -x keys rmcli understands: rembg's keyword -> rmcli's setting or output option

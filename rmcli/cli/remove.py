@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ import typer
 
 from rmcli.cli.frames import frame_progress
 from rmcli.cli.progress import BatchProgress
-from rmcli.config.settings import SETTINGS, Setting, flag_help, takes
+from rmcli.config.settings import SETTINGS, Setting, Settings, flag_help, format_value, takes
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
 
 
@@ -33,34 +34,64 @@ def remove(
         typer.Option(
             "-o",
             "--output",
-            metavar="DIR|-",
-            help="Output folder or storage URL, or - for stdout. [default: beside each "
-            "input, as NAME.out.png]",
+            metavar="FILE|DIR|-",
+            help="A file (one input; its suffix picks the format), a folder, a storage URL, or "
+            "- for stdout. [default: beside each input, as NAME.out.png]",
+            rich_help_panel="Output",
         ),
     ] = None,
     recursive: Annotated[
-        bool, typer.Option("-r", "--recursive", help="Recurse into folders, keeping structure.")
+        bool,
+        typer.Option(
+            "-r",
+            "--recursive",
+            help="Recurse into folders, keeping structure.",
+            rich_help_panel="Output",
+        ),
     ] = False,
     only_mask: Annotated[
-        bool, typer.Option("--only-mask", "-om", help="Write the 8-bit mask instead of a cut-out.")
+        bool,
+        typer.Option(
+            "--only-mask",
+            "-om",
+            help="Write the 8-bit mask instead of a cut-out.",
+            rich_help_panel="Output",
+        ),
     ] = False,
     bg_image: Annotated[
         str | None,
-        typer.Option(metavar="FILE", help="Background image, scaled to cover the output."),
+        typer.Option(
+            metavar="FILE",
+            help="Background image, scaled to cover the output.",
+            rich_help_panel="Output",
+        ),
     ] = None,
     crop: Annotated[
-        bool, typer.Option("--crop", help="Crop to the pixels with alpha above the threshold.")
+        bool,
+        typer.Option(
+            "--crop",
+            help="Crop to the pixels with alpha above the threshold.",
+            rich_help_panel="Output",
+        ),
     ] = False,
     alpha_matting: Annotated[
         bool,
-        typer.Option("--alpha-matting", "-a", help="Refine edges by alpha matting (pymatting)."),
+        typer.Option(
+            "--alpha-matting",
+            "-a",
+            help="Refine edges by alpha matting (pymatting).",
+            rich_help_panel="Output",
+        ),
     ] = False,
     stats: Annotated[
         bool,
         typer.Option("--stats", help="Print time per stage, wall time, images/s and peak memory."),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Print effective settings and thread layout.")
+        bool,
+        typer.Option(
+            "-v", "--verbose", help="Print the settings this run uses, the layout, the providers."
+        ),
     ] = False,
     quiet: Annotated[
         bool,
@@ -70,8 +101,9 @@ def remove(
         bool,
         typer.Option(
             "--watch",
-            help="Then keep watching the input folder: cut out each image once it is completely "
-            "written there (Ctrl-C ends, with a summary).",
+            help="Then watch the input folder: cut out each new image once it is completely "
+            "written (Ctrl-C ends).",
+            rich_help_panel="Output",
         ),
     ] = False,
     **given: Any,
@@ -84,7 +116,7 @@ def remove(
     from rmcli.images.decoding import quiet_pillow_warnings
     from rmcli.images.inputs import images_in
 
-    settings = resolve(flags_given(given))
+    settings = format_from_output(resolve(flags_given(given)), output)
     quiet_pillow_warnings()  # bad inputs are reported one line each, by rmcli
     options = OutputOptions.from_settings(
         settings, only_mask=only_mask, bg_image=bg_image, crop=crop, alpha_matting=alpha_matting
@@ -101,7 +133,7 @@ def remove(
     batch = Batch(remover, inputs, output, recursive=recursive, options=options)
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
     if verbose:
-        _describe(remover, session, batch.pinned)
+        _describe(remover, session, batch.pinned, options)
     with (
         BatchProgress(len(batch.jobs), enabled=not quiet) as progress,
         frame_progress(enabled=not quiet and not progress.enabled),  # one clip: its frames
@@ -110,9 +142,9 @@ def remove(
             for result in batch.run(on_done=lambda r: progress.step(r.job.label),
                                     handle_signals=True):  # fmt: skip
                 if result.error:
-                    sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
+                    progress.echo(result.error, err=True)
                 elif result.job.output is not None:
-                    typer.echo(shown_path(result.job.output))
+                    progress.echo(shown_path(result.job.output))
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
             batch.stop.set()
     if stats:
@@ -172,6 +204,30 @@ def watch_folder(
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
+def format_from_output(settings: Settings, output: str | None) -> Settings:
+    """The settings with the format that ``-o FILE``'s suffix names, which beats a format from
+    the environment or the config file (those are shown as not in effect). ``--format`` on the
+    same command line beats the suffix, with a warning that the name and the bytes differ."""
+    from rmcli.engine.runner import output_file_format
+
+    fmt = output_file_format(output)
+    if fmt is None or settings["output_format"] == fmt:
+        return settings
+    source = settings.source("output_format")
+    if source.startswith("flag"):
+        logging.getLogger("rmcli.cli.remove").warning(
+            f"-o {output} is written as {settings['output_format']} ({source}), "
+            f"not as its suffix says"
+        )
+        return settings
+    before = settings.values["output_format"]
+    changed = settings.with_values(f"-o {output}", output_format=fmt)
+    if source == "default":
+        return changed
+    reason = f"{format_value(before.value)} from {source}, because -o names a {fmt} file"
+    return replace(changed, overridden={**changed.overridden, "output_format": reason})
+
+
 def setting_parameters(command: str = "remove") -> list[inspect.Parameter]:
     """One option per row of the settings table that ``command`` takes, named, typed and
     documented by the row: the command's own rows first, then those it shares."""
@@ -193,7 +249,7 @@ def _kind(setting: Setting) -> Any:
 
 def _option(key: str, setting: Setting) -> Any:
     short = [setting.short] if setting.short else []
-    shown = {"help": flag_help(key), "show_default": False}
+    shown = {"help": flag_help(key), "show_default": False, "rich_help_panel": setting.panel}
     if setting.is_switch:
         return typer.Option(f"{setting.option}/--no-{setting.option[2:]}", *short, **shown)
     metavar = setting.metavar or ("N" if setting.type_name == "integer" else "TEXT")
@@ -213,12 +269,14 @@ def flags_given(values: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     return flags
 
 
-def _describe(remover, session, pinned) -> None:
+def _describe(remover, session, pinned, options=None) -> None:
     err = sys.stderr
     settings = remover.settings
-    print("settings:", file=err)
-    for line in settings.lines():
+    used = used_settings(settings, options)
+    print("settings this run uses:", file=err)
+    for line in settings.lines(used):
         print(f"  {line}", file=err)
+    print(f"  ({len(settings) - len(used)} more that it does not use: rmcli config list)", file=err)
     print(f"backend {remover.backend.name}, thread layout:", file=err)
     for key, value in {**remover.layout.describe(), **remover.backend.describe(settings)}.items():
         print(f"  {key} = {value}", file=err)
@@ -234,6 +292,45 @@ def _describe(remover, session, pinned) -> None:
     print(f"session created in {session.seconds_to_create:.3f} s", file=err)
     if pinned:
         print(f"calling thread pinned to CPUs {pinned}", file=err)
+
+
+# the panels whose settings a run uses only with this backend or executor
+PANEL_USED_WITH = {"GPU": ("backend", "cuda-hybrid"), "OpenVINO": ("backend", "openvino"),
+                   "Dask": ("executor", "dask")}  # fmt: skip
+
+
+def used_settings(settings: Settings, options: Any = None, command: str = "remove") -> list[str]:
+    """The settings that a run of ``command`` with ``settings`` (and output ``options``) uses,
+    as ``-v`` prints them: its options' settings, less those of a backend, executor, model or
+    output option it does not use and those of other commands (tune's, serve's), unless set;
+    plus any that are not in effect, and why."""
+    compose = options.compose if options is not None else None
+    applies = {
+        "model_path": bool(settings["model_path"]),
+        "model_family": bool(settings["model_path"]),
+        "cloth_category": settings["model"] == "u2net_cloth_seg",
+        "inter_threads": settings["execution_mode"] == "parallel",
+        "png_compression": settings["output_format"] == "png",
+        "video_smoothing": False,  # clips only
+        "crop_threshold": bool(compose and compose.crop),
+        "crop_margin": bool(compose and compose.crop),
+        "matting_max_pixels": bool(compose and compose.alpha_matting),
+        **{k: bool(compose and compose.alpha_matting) for k in SETTINGS if "alpha_matting" in k},
+        **{
+            k: settings[PANEL_USED_WITH[s.panel][0]] == PANEL_USED_WITH[s.panel][1]
+            for k, s in SETTINGS.items()
+            if s.panel in PANEL_USED_WITH
+        },
+    }
+    used = []
+    for key, setting in SETTINGS.items():
+        if key in settings.overridden or settings.source(key) != "default":
+            if takes(command, key) or key in settings.overridden:
+                used.append(key)
+        elif takes(command, key) and setting.panel not in ("Tuning", "Service"):
+            if applies.get(key, True):
+                used.append(key)
+    return used
 
 
 def shown_path(location: object) -> str:

@@ -70,4 +70,4 @@ def register(app: typer.Typer) -> None:
         signature = inspect.signature(serve, eval_str=True)
         fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
         serve.__signature__ = signature.replace(parameters=[*fixed, *setting_parameters("serve")])
-    app.command()(serve)
+    app.command(short_help="HTTP service: rembg's API, rmcli's API, metrics, a web page.")(serve)

@@ -6,7 +6,7 @@ Every value carries its source: ``flag --x``, ``env RMCLI_X``, ``file <path>`` o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,7 @@ class Setting:
     short: str = ""  # its short form, e.g. "-m"
     metavar: str = ""  # what --help shows for the value (default: from the type)
     command: str = "remove"  # the command whose option sets it ("": config file and env only)
+    panel: str = "Advanced"  # the --help panel of its option (one of PANELS)
 
     @property
     def option(self) -> str:
@@ -148,6 +149,13 @@ class Setting:
         return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
 
+# the --help panels of the settings' options, in order (rmcli.cli.help): ``--help`` shows
+# Output, Model, Execution (and serve's Service); ``--help-all`` all of them. The hidden ones
+# apply to one backend, executor or command only: ``rmcli remove -v`` prints their settings
+# only when the run uses them.
+PANELS = ("Output", "Model", "Execution", "Advanced")
+HIDDEN_PANELS = ("GPU", "OpenVINO", "Dask", "Tuning", "Service")
+
 # the families of custom weights (rmcli.engine.families.FAMILIES) and the u2net_cloth_seg
 # categories; kept here so the settings need not import the model code (a test keeps them equal)
 MODEL_FAMILIES = ("u2net", "isnet", "birefnet")
@@ -203,6 +211,7 @@ SERVE_SETTINGS: list[Setting] = [
         "127.0.0.1",
         "Address to listen on.",
         command="serve",
+        panel="Service",
         flag="--host",
     ),
     _setting(
@@ -213,6 +222,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=0,
         maximum=65535,
         command="serve",
+        panel="Service",
         flag="--port",
     ),
     _setting(
@@ -224,6 +234,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=0,
         maximum=1024,
         command="serve",
+        panel="Service",
         flag="--slots",
     ),
     _setting(
@@ -234,6 +245,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=0,
         maximum=100_000,
         command="serve",
+        panel="Service",
         flag="--queue",
     ),
     _setting(
@@ -244,6 +256,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=0,
         maximum=MAX_THREADS,
         command="serve",
+        panel="Service",
         flag="--codec-threads",
     ),
     _setting(
@@ -253,6 +266,7 @@ SERVE_SETTINGS: list[Setting] = [
         "Seconds a request may take, queue included; later it gets 503.",
         type_name="seconds",
         command="serve",
+        panel="Service",
         flag="--deadline",
         metavar="SECONDS",
     ),
@@ -264,6 +278,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=0,
         maximum=3600,
         command="serve",
+        panel="Service",
         flag="--retry-after",
     ),
     _setting(
@@ -274,6 +289,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=1,
         maximum=1 << 40,
         command="serve",
+        panel="Service",
         flag="--max-body",
         metavar="BYTES",
     ),
@@ -283,6 +299,7 @@ SERVE_SETTINGS: list[Setting] = [
         "",
         "Comma-separated models requests may ask for (empty: every model).",
         command="serve",
+        panel="Service",
         flag="--models",
     ),
     _setting(
@@ -293,6 +310,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=1,
         maximum=1000,
         command="serve",
+        panel="Service",
         flag="--max-sessions",
     ),
     _setting(
@@ -302,6 +320,7 @@ SERVE_SETTINGS: list[Setting] = [
         "Seconds an unused session stays loaded.",
         type_name="seconds",
         command="serve",
+        panel="Service",
         flag="--session-ttl",
         metavar="SECONDS",
     ),
@@ -311,6 +330,7 @@ SERVE_SETTINGS: list[Setting] = [
         True,
         "Build the default model's session and run it once before /readyz is ok.",
         command="serve",
+        panel="Service",
         flag="--warmup",
     ),
     _setting(
@@ -320,6 +340,7 @@ SERVE_SETTINGS: list[Setting] = [
         "On SIGTERM or Ctrl-C, seconds in-flight requests get to finish.",
         type_name="seconds",
         command="serve",
+        panel="Service",
         flag="--grace",
         metavar="SECONDS",
     ),
@@ -329,6 +350,7 @@ SERVE_SETTINGS: list[Setting] = [
         "",
         "Bearer token required by the API and /metrics (empty: none).",
         command="",
+        panel="Service",
     ),
     _setting(
         "serve_cors_origins",
@@ -336,6 +358,7 @@ SERVE_SETTINGS: list[Setting] = [
         "",
         "Comma-separated origins allowed by CORS, or * (empty: CORS off).",
         command="serve",
+        panel="Service",
         flag="--cors-origins",
     ),
     _setting(
@@ -344,6 +367,7 @@ SERVE_SETTINGS: list[Setting] = [
         False,
         "Allow GET /api/remove?url=... (public http(s) addresses only).",
         command="serve",
+        panel="Service",
         flag="--url-fetch",
     ),
     _setting(
@@ -352,6 +376,7 @@ SERVE_SETTINGS: list[Setting] = [
         "",
         "Comma-separated networks (CIDR) url fetching may reach although private.",
         command="serve",
+        panel="Service",
         flag="--url-allow",
     ),
     _setting(
@@ -362,6 +387,7 @@ SERVE_SETTINGS: list[Setting] = [
         minimum=1,
         maximum=1 << 40,
         command="serve",
+        panel="Service",
         flag="--url-max-bytes",
         metavar="BYTES",
     ),
@@ -371,6 +397,7 @@ SERVE_SETTINGS: list[Setting] = [
         True,
         "Log one line per request (logger rmcli.serve.access).",
         command="serve",
+        panel="Service",
         flag="--access-log",
     ),
 ]
@@ -386,6 +413,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             short="-m",
             metavar="NAME",
+            panel="Model",
         ),
         _setting(
             "model_path",
@@ -394,6 +422,7 @@ SETTINGS: dict[str, Setting] = {
             "Custom ONNX weights used instead of --model (no checksum; needs model_family).",
             session=True,
             metavar="FILE",
+            panel="Model",
         ),
         _setting(
             "model_family",
@@ -402,6 +431,7 @@ SETTINGS: dict[str, Setting] = {
             "Family of the model_path weights: input size, normalisation, output handling.",
             choices=MODEL_FAMILIES,
             metavar="FAMILY",
+            panel="Model",
         ),
         _setting(
             "cloth_category",
@@ -419,6 +449,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             short="-b",
             metavar="NAME",
+            panel="Execution",
         ),
         _setting(
             "intra_threads",
@@ -430,6 +461,7 @@ SETTINGS: dict[str, Setting] = {
             aliases=("INTRA_OP_NUM_THREADS",),
             session=True,
             metavar="N|auto",
+            panel="Execution",
         ),
         _setting(
             "inter_threads",
@@ -451,6 +483,7 @@ SETTINGS: dict[str, Setting] = {
             aliases=("CPU_BINDING",),
             session=True,
             metavar="CPUS",
+            panel="Execution",
         ),
         _setting(
             "execution_mode",
@@ -490,6 +523,7 @@ SETTINGS: dict[str, Setting] = {
             "local",
             "Where batches, and rmcli serve's inferences, run: local, dask (rmcli[dask]), ...",
             metavar="NAME",
+            panel="Execution",
         ),
         _setting(
             "inflight",
@@ -500,6 +534,7 @@ SETTINGS: dict[str, Setting] = {
             minimum=1,
             maximum=64,
             metavar="N",
+            panel="Execution",
         ),
         _setting(
             "dask_scheduler",
@@ -508,6 +543,7 @@ SETTINGS: dict[str, Setting] = {
             "Dask scheduler address, e.g. tcp://host:8786 (empty: a local cluster).",
             flag="--scheduler",
             metavar="ADDRESS",
+            panel="Dask",
         ),
         _setting(
             "models_dir",
@@ -516,7 +552,12 @@ SETTINGS: dict[str, Setting] = {
             "Folder of cached model weights (empty: default).",
             metavar="DIR",
         ),
-        _setting("offline", _parse_bool, False, "Never download weights; say where to place them."),
+        _setting(
+            "offline",
+            _parse_bool,
+            False,
+            "Never download weights; say where to place them.",
+        ),
         _setting(
             "output_format",
             _parse_str,
@@ -527,6 +568,7 @@ SETTINGS: dict[str, Setting] = {
             choices=("png", "webp", "jpg", "webm", "mov", "mp4", "gif"),
             flag="--format",
             metavar="FORMAT",
+            panel="Output",
         ),
         _setting(
             "png_compression",
@@ -561,12 +603,14 @@ SETTINGS: dict[str, Setting] = {
             " JPEG is flattened onto white).",
             type_name="colour",
             metavar="COLOUR",
+            panel="Output",
         ),
         _setting(
             "premultiplied",
             _parse_bool,
             False,
             "Cut-out colour scaled by alpha, pixel-identical to rembg (default: straight colour).",
+            panel="Output",
         ),
         _setting(
             "crop_threshold",
@@ -586,6 +630,7 @@ SETTINGS: dict[str, Setting] = {
             maximum=10_000,
             flag="--margin",
             metavar="PX",
+            panel="Output",
         ),
         _setting(
             "alpha_matting_foreground_threshold",
@@ -632,12 +677,14 @@ SETTINGS: dict[str, Setting] = {
             False,
             "Smooth the mask like rembg -ppm: opening, Gaussian blur, threshold (hard edges).",
             short="-ppm",
+            panel="Output",
         ),
         _setting(
             "skip_existing",
             _parse_bool,
             False,
             "Leave inputs whose output file already exists (resume a batch).",
+            panel="Output",
         ),
         _setting(
             "device_id",
@@ -648,6 +695,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             maximum=64,
             metavar="N",
+            panel="GPU",
         ),
         _setting(
             "gpu_mem_limit",
@@ -658,6 +706,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             maximum=1_048_576,
             metavar="MIB",
+            panel="GPU",
         ),
         _setting(
             "precision",
@@ -667,6 +716,7 @@ SETTINGS: dict[str, Setting] = {
             "CPUs with native bf16).",
             choices=("fp32", "bf16"),
             session=True,
+            panel="OpenVINO",
         ),
         _setting(
             "openvino_cache_dir",
@@ -676,6 +726,7 @@ SETTINGS: dict[str, Setting] = {
             "cache folder; off: no cache).",
             session=True,
             metavar="DIR",
+            panel="OpenVINO",
         ),
         _setting(
             "openvino_streams",
@@ -687,6 +738,7 @@ SETTINGS: dict[str, Setting] = {
             maximum=64,
             session=True,
             metavar="N",
+            panel="OpenVINO",
         ),
         _setting(
             "mask_error_budget",
@@ -696,6 +748,7 @@ SETTINGS: dict[str, Setting] = {
             "at most this mean, in 1/255 units.",
             minimum=0,
             metavar="N",
+            panel="Tuning",
         ),
         _setting(
             "strict_device",
@@ -712,7 +765,7 @@ SETTINGS: dict[str, Setting] = {
 def flag_help(key: str) -> str:
     """Help of the flag that sets ``key``: the table's text, default, choices, variables."""
     setting = SETTINGS[key]
-    facts = [f"default: {_shown_default(setting)}"]
+    facts = [f"default: {shown_default(setting)}"]
     if setting.choices:
         facts.append(f"one of: {', '.join(setting.choices)}")
     elif setting.minimum is not None and setting.maximum is not None:
@@ -721,7 +774,7 @@ def flag_help(key: str) -> str:
     return f"{setting.help} [{'; '.join(facts)}]"
 
 
-def _shown_default(setting: Setting) -> str:
+def shown_default(setting: Setting) -> str:
     if setting.default is None:
         return "unset"
     if setting.default == "":
@@ -754,10 +807,12 @@ class Value:
 
 @dataclass(frozen=True)
 class Settings(Mapping[str, Any]):
-    """Resolved settings: a mapping of values; ``source(key)`` says where one came from."""
+    """Resolved settings: a mapping of values; ``source(key)`` says where one came from,
+    ``overridden`` which values a layer gave that are not in effect, and why."""
 
     values: dict[str, Value]
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overridden: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key].value
@@ -771,9 +826,15 @@ class Settings(Mapping[str, Any]):
     def source(self, key: str) -> str:
         return self.values[key].source
 
-    def lines(self) -> list[str]:
-        """``key = value (source)`` for every setting, as ``rmcli remove -v`` prints them."""
-        return [f"{key} = {format_value(v.value)} ({v.source})" for key, v in self.values.items()]
+    def line(self, key: str) -> str:
+        """``key = value (source)``, then what was set but is not in effect, if anything."""
+        value = self.values[key]
+        text = f"{key} = {format_value(value.value)} ({value.source})"
+        return f"{text}; not in effect: {self.overridden[key]}" if key in self.overridden else text
+
+    def lines(self, keys: Iterable[str] | None = None) -> list[str]:
+        """:meth:`line` for ``keys`` (default: every setting), as ``rmcli remove -v`` prints."""
+        return [self.line(key) for key in (self.values if keys is None else keys)]
 
     def plugin(self, name: str) -> dict[str, Any]:
         """The free-form ``[plugins.<name>]`` table of the config file (empty when absent)."""
@@ -789,7 +850,7 @@ class Settings(Mapping[str, Any]):
         for key, raw in values.items():
             setting = known_setting(key)
             new[key] = Value(setting.convert(raw, source), source)
-        return Settings(new, self.plugins)
+        return Settings(new, self.plugins, self.overridden)
 
 
 # ``rmcli remove``'s settings that ``rmcli serve`` takes as flags too: what a model and its
@@ -852,20 +913,71 @@ def resolve(
     for key in flags:
         known_setting(key)
     values: dict[str, Value] = {}
+    layers: dict[str, int] = {}
     for key, setting in SETTINGS.items():
         flag = flags.get(key)
         if isinstance(flag, tuple):
             raw, origin = flag
         else:
             raw, origin = flag, "flag --" + key.replace("_", "-")
-        if raw is not None:
-            values[key] = Value(setting.convert(raw, origin), origin)
-            continue
         name = setting.env_override(env)
-        if name is not None:
-            values[key] = Value(setting.convert(env[name], f"env {name}"), f"env {name}")
+        if raw is not None:
+            values[key], layers[key] = Value(setting.convert(raw, origin), origin), FLAG
+        elif name is not None:
+            origin = f"env {name}"
+            values[key], layers[key] = Value(setting.convert(env[name], origin), origin), ENV
         elif key in data:
-            values[key] = Value(setting.convert(data[key], f"file {path}"), f"file {path}")
+            origin = f"file {path}"
+            values[key], layers[key] = Value(setting.convert(data[key], origin), origin), FILE
         else:
-            values[key] = Value(setting.default, "default")
-    return Settings(values, plugin_tables)
+            values[key], layers[key] = Value(setting.default, "default"), DEFAULT
+    overridden = resolve_groups(values, layers)
+    return Settings(values, plugin_tables, overridden)
+
+
+# the layers of :func:`resolve`, strongest first
+FLAG, ENV, FILE, DEFAULT = range(4)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Settings that resolve as one: the strongest layer that sets a ``leader`` gives the
+    whole group, so what weaker layers set for the other members is not in effect (they take
+    their defaults). A member that is not a leader (``model_family``, ``precision``) only
+    refines the leader, so given alone it applies to the leader from a weaker layer."""
+
+    leaders: tuple[str, ...]
+    members: tuple[str, ...]
+
+
+GROUPS = (
+    Group(leaders=("model", "model_path"), members=("model", "model_path", "model_family")),
+    Group(leaders=("backend",), members=("backend", "precision")),
+)
+
+
+def resolve_groups(values: dict[str, Value], layers: dict[str, int]) -> dict[str, str]:
+    """Apply :data:`GROUPS` to the values ``resolve`` chose (and the layer of each), in place.
+
+    Returns, for each member that a weaker layer set but the group rule put out of effect (or
+    that another member makes moot), the reason, e.g. ``"x.onnx" from file /c.toml: flag
+    --model sets the model``.
+    """
+    overridden: dict[str, str] = {}
+    for group in GROUPS:
+        top = min(layers[key] for key in group.leaders)
+        if top == DEFAULT:
+            continue
+        leader = next(key for key in group.leaders if layers[key] == top)
+        for key in group.members:
+            if top < layers[key] < DEFAULT:
+                lost = values[key]
+                values[key] = Value(SETTINGS[key].default, "default")
+                layers[key] = DEFAULT
+                overridden[key] = (
+                    f"{format_value(lost.value)} from {lost.source}, because "
+                    f"{values[leader].source} sets {leader} (related settings resolve as one)"
+                )
+    if values["model_path"].value and values["model"].source != "default":
+        overridden["model"] = "model_path is set: its custom weights are used instead"
+    return overridden
