@@ -558,11 +558,13 @@ def _rembg_options(
     ppm: bool,
     bgc: str | None,
 ) -> ComposeOptions:
-    """rembg's options: its defaults (not the server's), premultiplied colour as rembg gives."""
+    """rembg's options: its defaults (not the server's), premultiplied colour and RGBA as rembg
+    gives."""
     options = ComposeOptions(
         only_mask=om,
         bgcolor=bgc or None,
         premultiplied=True,
+        keep_alpha=True,
         alpha_matting=a,
         alpha_matting_foreground_threshold=af,
         alpha_matting_background_threshold=ab,
