@@ -6,8 +6,9 @@
         --config 'openvino fp32=--backend openvino' --config 'cpu-pinned='
 
 Creates (once) a virtual environment with rembg 2.0.86 in benchmarks/.rembg-venv (or uses
---rembg-venv; ``--setup`` only creates it, as CI does for tests/test_rembg_compat.py), places the u2netp weights from rmcli's store in a temporary U2NET_HOME, then
-runs, alternating which tool goes first:
+--rembg-venv; ``--setup`` only creates it, as CI does for tests/test_rembg_compat.py),
+places the u2netp weights from rmcli's store in a temporary U2NET_HOME, then runs,
+alternating which tool goes first:
 
 - ``rembg p -m u2netp`` vs ``rmcli remove`` on the 13 photos of examples/;
 - ``rembg i -m u2netp`` vs ``rmcli remove`` on a 6000x4000 JPEG made from examples/animal-3.jpg;

@@ -99,18 +99,22 @@ def rembg_options(
     """rembg's composition: its defaults (not rmcli's settings), premultiplied colour, RGBA
     kept over an opaque ``bgcolor``. Only the matting pixel limit comes from ``settings``."""
     limit = {"matting_max_pixels": settings["matting_max_pixels"]} if settings else {}
-    return ComposeOptions(
-        only_mask=bool(only_mask),
-        bgcolor=bgcolor,
-        premultiplied=True,
-        keep_alpha=True,
-        alpha_matting=bool(alpha_matting),
-        alpha_matting_foreground_threshold=int(alpha_matting_foreground_threshold),
-        alpha_matting_background_threshold=int(alpha_matting_background_threshold),
-        alpha_matting_erode_size=int(alpha_matting_erode_size),
-        post_process_mask=bool(post_process_mask),
-        **limit,
-    ).checked()
+    try:
+        options = ComposeOptions(
+            only_mask=bool(only_mask),
+            bgcolor=bgcolor,
+            premultiplied=True,
+            keep_alpha=True,
+            alpha_matting=bool(alpha_matting),
+            alpha_matting_foreground_threshold=int(alpha_matting_foreground_threshold),
+            alpha_matting_background_threshold=int(alpha_matting_background_threshold),
+            alpha_matting_erode_size=int(alpha_matting_erode_size),
+            post_process_mask=bool(post_process_mask),
+            **limit,
+        )
+    except (TypeError, ValueError) as exc:  # e.g. a threshold that is not a number
+        raise UsageError(f"bad rembg option: {exc}") from None
+    return options.checked()
 
 
 _default_session: Session | None = None

@@ -66,6 +66,14 @@ REMBG_SCRIPT = textwrap.dedent(
     # rembg s: remove(content, session=..., a, af, ab, ae, om, ppm, dc, vm, bgcolor=bgc)
     served = remove(data, session=session, post_process_mask=True, bgcolor=(0, 0, 0, 255))
     (out / "s.png").write_bytes(served)
+    # rembg b: each RGB24 frame becomes Image.frombytes(...), then remove(frame, session=...,
+    # **its flags), -bgc 0 0 0 0 included (its asyncio stdin does not run under CliRunner)
+    frame = Image.frombytes("RGB", (480, 360), Image.open(car).convert("RGB").tobytes())
+    flags = dict(alpha_matting=False, alpha_matting_foreground_threshold=240,
+                 alpha_matting_background_threshold=10, alpha_matting_erode_size=10,
+                 only_mask=False, post_process_mask=False, decontaminate=False,
+                 vitmatte=False, bgcolor=(0, 0, 0, 0))
+    remove(frame, session=session, **flags).save(out / "b.png", format="PNG")
     """
 )
 
@@ -156,6 +164,15 @@ def test_p_gives_rembgs_cutouts(rembg_out, tmp_path):
         assert_same_image(
             tmp_path / "out" / f"{photo.stem}.png", rembg_out / "p" / f"{photo.stem}.png"
         )
+
+
+def test_b_gives_rembgs_frames(rembg_out, tmp_path):
+    frame = Image.open(CAR).convert("RGB")
+    assert frame.size == (480, 360)
+    pattern = str(tmp_path / "f-%d.png")
+    done = rmcli("b", "480", "360", "-m", "u2netp", "-o", pattern, stdin=frame.tobytes())
+    assert done.returncode == 0, done.stderr
+    assert_same_image(tmp_path / "f-0.png", rembg_out / "b.png")
 
 
 def test_compat_remove_with_bytes_and_pil(rembg_out):

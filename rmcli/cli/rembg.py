@@ -220,10 +220,7 @@ def _run(
 
     settings = resolve(flags)
     quiet_pillow_warnings()
-    try:
-        rembg = rembg_options(settings=settings, **compose)
-    except (TypeError, ValueError) as exc:  # a -x value of the wrong type
-        raise UsageError(f"-x: {exc}") from None
+    rembg = rembg_options(settings=settings, **compose)
     options = replace(OutputOptions.from_settings(settings), fmt="png", compose=rembg)
     remover = Remover(settings=settings)
     batch = Batch(remover, inputs, output, recursive=recursive, options=options,
