@@ -390,14 +390,18 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/v1/models",
         tags=["rmcli"],
-        summary="Models requests may name, and the default",
+        summary="Models requests may name, the default, and those ready (weights on disk)",
         responses=_error_responses(401),
     )
     async def models() -> dict[str, Any]:
         from rmcli.engine.registry import models as catalogue
 
-        names = sorted(engine.allowed_models or catalogue())
-        return {"default": engine.default_model.name, "models": names}
+        known = catalogue()
+        names = sorted(engine.allowed_models or known)
+        weights = {n: known[n].weights for n in names if n in known}
+        weights[engine.default_model.name] = engine.default_model.weights
+        ready = [n for n in names if n in weights and _on_disk(settings, weights[n])]
+        return {"default": engine.default_model.name, "models": names, "ready": ready}
 
     @app.post(
         "/api/remove",
@@ -541,6 +545,18 @@ def _engine_for(settings: Settings) -> Engine:
             f"({settings.source('executor')}) is for batches: use --executor local or dask"
         )
     return Engine(settings)
+
+
+def _on_disk(settings: Settings, weights: Any) -> bool:
+    """Whether ``weights`` are on this machine (cached, in place or in rembg's cache): the
+    models the server can serve without fetching anything."""
+    from rmcli.engine.session import store_for
+    from rmcli.engine.weights import rembg_copies
+
+    store = store_for(settings)
+    if store.path_for(weights).is_file():
+        return True
+    return store.in_cache(weights) and any(c.is_file() for c in rembg_copies(weights.filename))
 
 
 def _label(file: UploadFile) -> str:
