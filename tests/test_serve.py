@@ -71,7 +71,7 @@ def test_rembg_only_mask_and_background_colour(server):
         cut = png_of(client.post("/api/remove", files={"file": car_bytes()}))
     assert mask.mode == "L"
     assert np.array_equal(np.asarray(mask), alpha_of(cut))
-    assert red.mode == "RGB"
+    assert red.mode == "RGBA" and alpha_of(red).min() == 255  # rembg's RGBA, opaque
     corner = np.asarray(red)[0, 0]
     assert corner[0] > 200 and corner[1] < 60 and corner[2] < 60
 
