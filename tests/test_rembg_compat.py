@@ -74,6 +74,28 @@ REMBG_SCRIPT = textwrap.dedent(
                  only_mask=False, post_process_mask=False, decontaminate=False,
                  vitmatte=False, bgcolor=(0, 0, 0, 0))
     remove(frame, session=session, **flags).save(out / "b.png", format="PNG")
+    # the custom sessions' pre- and post-processing, on a fixed network output (no model run)
+    import numpy as np
+    from rembg.sessions import sessions_class
+    output = np.load(out / "network-output.npy")
+    custom = {}
+    for cls in sessions_class:
+        if cls.name() not in ("u2net_custom", "dis_custom", "ben_custom"):
+            continue
+        seen = {}
+        class Inner:
+            def run(self, names, feed):
+                return [output]
+        session = object.__new__(cls)
+        session.inner_session = Inner()
+        def normalize(img, mean, std, size, *args, **kwargs):
+            seen.update(mean=list(mean), std=list(std), size=list(size))
+            return {}
+        session.normalize = normalize
+        [mask] = session.predict(Image.open(car))
+        mask.save(out / f"{cls.name()}.png")
+        custom[cls.name()] = seen
+    (out / "custom.json").write_text(json.dumps(custom))
     """
 )
 
@@ -99,6 +121,8 @@ def rembg_out(tmp_path_factory, rembg_home) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     for photo in PHOTOS:
         shutil.copy(photo, folder / photo.name)
+    rng = np.random.default_rng(0)  # a network output for the custom sessions' processing
+    np.save(out / "network-output.npy", rng.normal(size=(1, 1, 64, 64)).astype(np.float32))
     script = out / "rembg_refs.py"
     script.write_text(REMBG_SCRIPT)
     env = {**os.environ, "U2NET_HOME": str(rembg_home), "OMP_NUM_THREADS": "2"}
@@ -144,6 +168,25 @@ def test_i_with_a_u2net_custom_session(rembg_out, u2netp_path, tmp_path):
     done = rmcli("i", "-m", "u2net_custom", "-x", extras, str(CAR), str(out))
     assert done.returncode == 0, done.stderr
     assert_same_image(out, rembg_out / "i-custom.png")
+
+
+@pytest.mark.parametrize("name", ["u2net_custom", "dis_custom", "ben_custom"])
+def test_custom_sessions_process_like_rembgs(rembg_out, u2netp_path, name):
+    """Each custom session's family gives rembg's input size and normalisation, and the same
+    mask from the same network output (the network itself is the user's file)."""
+    from rmcli.compat import new_session
+
+    model = new_session(name, model_path=str(u2netp_path)).remover.model
+    theirs = json.loads((rembg_out / "custom.json").read_text())[name]
+    assert [list(model.mean), list(model.std), list(model.input_size)] == [
+        theirs["mean"],
+        theirs["std"],
+        theirs["size"],
+    ]
+    output = np.load(rembg_out / "network-output.npy")
+    size = Image.open(CAR).size
+    ours = np.asarray(model.to_mask([output], size))
+    assert np.array_equal(ours, np.asarray(Image.open(rembg_out / f"{name}.png")))
 
 
 def test_custom_session_needs_its_model_path(tmp_path):
