@@ -6,8 +6,9 @@
         --config 'openvino fp32=--backend openvino' --config 'cpu-pinned='
 
 Creates (once) a virtual environment with rembg 2.0.86 in benchmarks/.rembg-venv (or uses
---rembg-venv), places the u2netp weights from rmcli's store in a temporary U2NET_HOME, then
-runs, alternating which tool goes first:
+--rembg-venv; ``--setup`` only creates it, as CI does for tests/test_rembg_compat.py),
+places the u2netp weights from rmcli's store in a temporary U2NET_HOME, then runs,
+alternating which tool goes first:
 
 - ``rembg p -m u2netp`` vs ``rmcli remove`` on the 13 photos of examples/;
 - ``rembg i -m u2netp`` vs ``rmcli remove`` on a 6000x4000 JPEG made from examples/animal-3.jpg;
@@ -45,16 +46,23 @@ REMBG = "rembg[cli]==2.0.86"
 
 def ensure_rembg(venv: Path) -> Path:
     """The rembg executable of ``venv``, creating the venv and installing rembg if needed,
-    on the ONNX Runtime version rmcli runs on here (so the comparison is of the tools)."""
-    exe = venv / "bin" / "rembg"
-    if exe.exists():
-        return exe
+    on the ONNX Runtime and Pillow versions rmcli runs on here (so the comparison is of the
+    tools, not of two Pillow releases' resampling)."""
     import onnxruntime
+    import PIL
 
-    print(f"creating {venv} with {REMBG} (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, REMBG, f"onnxruntime=={onnxruntime.__version__}"], check=True)
+    exe = venv / "bin" / "rembg"
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q"]
+    if not exe.exists():
+        print(f"creating {venv} with {REMBG} (once)...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([*pip, REMBG, f"onnxruntime=={onnxruntime.__version__}"], check=True)
+    theirs = subprocess.run(
+        [python, "-c", "import PIL; print(PIL.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    if theirs != PIL.__version__:  # --no-deps: gradio (rembg s's UI) may pin an older Pillow
+        subprocess.run([*pip, "--no-deps", f"pillow=={PIL.__version__}"], check=True)
     return exe
 
 
@@ -174,10 +182,16 @@ def main() -> None:
         help="an rmcli configuration: a label and extra `rmcli remove` arguments (repeatable)",
     )
     parser.add_argument("--no-steady", action="store_true", help="skip the steady-state part")
+    parser.add_argument(
+        "--setup", action="store_true", help="only create the rembg venv (CI: the parity tests)"
+    )
     args = parser.parse_args()
     configs = parse_configs(args.config)
 
     rembg = ensure_rembg(args.rembg_venv)
+    if args.setup:
+        print(rembg)
+        return
     rmcli = [sys.executable, "-m", "rmcli"]
     with tempfile.TemporaryDirectory(prefix="bench-vs-rembg-") as tmp:
         tmp = Path(tmp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +71,7 @@ def test_rembg_only_mask_and_background_colour(server):
         cut = png_of(client.post("/api/remove", files={"file": car_bytes()}))
     assert mask.mode == "L"
     assert np.array_equal(np.asarray(mask), alpha_of(cut))
-    assert red.mode == "RGB"
+    assert red.mode == "RGBA" and alpha_of(red).min() == 255  # rembg's RGBA, opaque
     corner = np.asarray(red)[0, 0]
     assert corner[0] > 200 and corner[1] < 60 and corner[2] < 60
 
@@ -563,6 +564,7 @@ def test_page_in_headless_chromium(server, tmp_path):
             page.goto(server.url + "/")
             page.wait_for_function("document.getElementById('model').options.length > 0")
             assert page.input_value("#model") == "u2netp"
+            offered = page.eval_on_selector_all("#model option", "all => all.map(o => o.value)")
             page.set_input_files("#file", str(CAR))
             page.click("#run")
             page.wait_for_function(
@@ -579,8 +581,15 @@ def test_page_in_headless_chromium(server, tmp_path):
             page.click("#run")
             page.wait_for_function("document.getElementById('status').className === 'error'")
             error = page.text_content("#status")
+            # the earlier cut-out and its Download link are gone: they were not this request's
+            assert page.get_attribute("#result", "src") is None
+            assert page.is_hidden("#download") and page.get_attribute("#download", "href") is None
         finally:
             browser.close()
+    # the model list offers the models whose weights the server has, not the whole catalogue
+    listed = json.loads(rmcli("models", "list", "--json").stdout)  # the server's models dir
+    assert offered == [m["name"] for m in listed if m["cached"]]
+    assert "u2netp" in offered and "birefnet-massive" not in offered
     with server.client() as client:
         expected = png_of(client.post("/v1/remove", files={"file": car_bytes()}))
     downloaded = Image.open(saved)

@@ -1,9 +1,10 @@
-"""rembg's own commands on rmcli's engine: ``rmcli i INPUT OUTPUT`` and ``rmcli p IN OUT``.
+"""rembg's own commands on rmcli's engine: ``rmcli i``, ``rmcli p`` and ``rmcli s``.
 
 They take rembg 2.0.86's arguments and flags (``-m``, ``-a``, ``-af``, ``-ab``, ``-ae``,
-``-om``, ``-ppm``, ``-bgc R G B A``, ``-x JSON``; ``p -w`` and ``p -d``), so a rembg user
-changes only the program name. What rmcli cannot honour is one clear error, not a silent
-difference. The mapping is documented in docs/usage.md.
+``-om``, ``-ppm``, ``-bgc R G B A``, ``-x JSON``; ``p -w`` and ``p -d``; ``s -p -h -l -t``)
+and give rembg's bytes: colour premultiplied by alpha, RGBA with ``-bgc`` (see
+:mod:`rmcli.compat`), so a rembg user changes only the program name. What rmcli cannot
+honour is one clear error, not a silent difference. The mapping is documented in docs/usage.md.
 """
 
 from __future__ import annotations
@@ -102,17 +103,17 @@ Extras = Annotated[
     ),
 ]
 
-# -x keys rmcli understands: rembg's keyword -> rmcli's setting or output option
-EXTRAS = {
-    "alpha_matting": "alpha_matting",
-    "alpha_matting_foreground_threshold": "alpha_matting_foreground_threshold",
-    "alpha_matting_background_threshold": "alpha_matting_background_threshold",
-    "alpha_matting_erode_size": "alpha_matting_erode_size",
-    "only_mask": "only_mask",
-    "post_process_mask": "post_process_mask",
-    "bgcolor": "bgcolor",
-}
-OUTPUT_ONLY = {"alpha_matting", "only_mask"}  # per-run output options, not settings
+# -x keys rmcli understands: rembg's remove() keywords, and model_path for custom sessions
+EXTRAS = (
+    "alpha_matting",
+    "alpha_matting_foreground_threshold",
+    "alpha_matting_background_threshold",
+    "alpha_matting_erode_size",
+    "only_mask",
+    "post_process_mask",
+    "bgcolor",
+    "model_path",
+)
 
 
 def rembg_settings(
@@ -128,28 +129,40 @@ def rembg_settings(
     bgcolor: tuple[int, int, int, int] | None,
     extras: str | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """rembg's flags as (settings flags for ``resolve``, output options)."""
+    """rembg's flags as (settings flags for ``resolve``, ``rembg_options`` keywords).
+
+    As in rembg, ``-x`` keys override the flags, ``-bgc`` defaults to 0,0,0,0 (composited
+    like any colour) and ``-m u2net_custom|dis_custom|ben_custom`` loads ``-x``'s model_path.
+    """
+    from rmcli.compat import CUSTOM_SESSIONS
+
     if decontaminate or vitmatte:
         name = "-dc (decontaminate)" if decontaminate else "-vm (vitmatte)"
         raise UsageError(f"{name} is rembg-only: rmcli does not support it; -a refines edges")
-    values: dict[str, Any] = {
-        "model": (model, "flag -m"),
-        "alpha_matting_foreground_threshold": (fg, "flag -af"),
-        "alpha_matting_background_threshold": (bg, "flag -ab"),
-        "alpha_matting_erode_size": (erode, "flag -ae"),
-        "post_process_mask": (True if post_process else None, "flag -ppm"),
+    compose: dict[str, Any] = {
+        "alpha_matting": alpha_matting,
+        "alpha_matting_foreground_threshold": 240 if fg is None else fg,
+        "alpha_matting_background_threshold": 10 if bg is None else bg,
+        "alpha_matting_erode_size": 10 if erode is None else erode,
+        "only_mask": only_mask,
+        "post_process_mask": post_process,
+        "bgcolor": tuple(bgcolor) if bgcolor is not None else (0, 0, 0, 0),
     }
-    output = {"alpha_matting": alpha_matting, "only_mask": only_mask}
-    if bgcolor is not None and tuple(bgcolor) != (0, 0, 0, 0):  # rembg's default: no colour
-        values["bgcolor"] = (",".join(str(v) for v in bgcolor), "flag -bgc")
-    for key, value in _extras(extras).items():
-        if key in OUTPUT_ONLY:
-            output[key] = bool(value)
-        else:
-            if key == "bgcolor" and isinstance(value, list | tuple):
-                value = ",".join(str(v) for v in value)
-            values[EXTRAS[key]] = (value, f"-x {key}")
-    return {k: v for k, v in values.items() if v[0] is not None}, output
+    compose.update(_extras(extras))
+    model_path = compose.pop("model_path", None)
+    family = CUSTOM_SESSIONS.get(model or "")
+    if family is None and model_path is not None:
+        raise UsageError(
+            f"-x model_path needs -m {', '.join(CUSTOM_SESSIONS)} (the model's family)"
+        )
+    if family is not None:
+        if not model_path:
+            raise UsageError(f'-m {model} needs -x \'{{"model_path": "FILE"}}\'')
+        flags = {"model_path": (str(model_path), "-x model_path"),
+                 "model_family": (family, f"flag -m {model}")}  # fmt: skip
+    else:
+        flags = {"model": (model, "flag -m")} if model is not None else {}
+    return flags, compose
 
 
 def _extras(text: str | None) -> dict[str, Any]:
@@ -244,14 +257,17 @@ def _run(
     inputs: list[str],
     output: str | None,
     flags: dict[str, Any],
-    output_options: dict[str, Any],
+    compose: dict[str, Any],
     *,
     recursive: bool = False,
     watch: bool = False,
     delete_input: bool = False,
     single_file: bool = False,
 ) -> None:
+    from dataclasses import replace
+
     from rmcli.cli.remove import shown_path, watch_folder
+    from rmcli.compat import rembg_options
     from rmcli.config.settings import resolve
     from rmcli.contracts.output import OutputOptions
     from rmcli.engine.remover import Remover
@@ -260,7 +276,8 @@ def _run(
 
     settings = resolve(flags)
     quiet_pillow_warnings()
-    options = OutputOptions.from_settings(settings, **output_options)
+    rembg = rembg_options(settings=settings, **compose)
+    options = replace(OutputOptions.from_settings(settings), fmt="png", compose=rembg)
     remover = Remover(settings=settings)
     batch = Batch(remover, inputs, output, recursive=recursive, options=options,
                   single_file=single_file)  # fmt: skip
@@ -288,6 +305,44 @@ def _run(
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
+def s(
+    port: Annotated[int, typer.Option("-p", "--port", metavar="PORT", help="Port.")] = 7000,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "-h",
+            "--host",
+            metavar="HOST",
+            help="Address to listen on (default: the serve_host setting, 127.0.0.1; "
+            "rembg's is 0.0.0.0).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("-l", "--log_level", "--log-level", metavar="LEVEL", help="Log level.")
+    ] = "info",
+    threads: Annotated[
+        int | None,
+        typer.Option("-t", "--threads", metavar="N", help="Inferences at once (serve_slots)."),
+    ] = None,
+    no_ui: Annotated[
+        bool, typer.Option("--no-ui", help="Accepted for rembg's sake (the page costs no CPU).")
+    ] = False,
+) -> None:
+    """rembg s: the HTTP server (rembg's /api/remove, rmcli's API and web page)."""
+    from rmcli.cli.serve import serve_with
+
+    flags: dict[str, Any] = {"serve_port": (port, "flag -p")}
+    if host is not None:
+        flags["serve_host"] = (host, "flag -h")
+    if threads is not None:
+        flags["serve_slots"] = (threads, "flag -t")
+    serve_with(flags, log_level)
+
+
 def register(app: typer.Typer) -> None:
     app.command(short_help="rembg i: one image to one file, with rembg's flags.")(i)
     app.command(short_help="rembg p: a folder of images to a folder, with rembg's flags.")(p)
+    app.command(
+        short_help="rembg s: the HTTP server, with rembg's flags.",
+        context_settings={"help_option_names": ["--help"]},  # -h is rembg's --host
+    )(s)

@@ -29,6 +29,11 @@ def serve(
     The bearer token comes from RMCLI_SERVE_TOKEN or the config file (never a flag, so it is
     not shown in the process list). See docs/serving.md.
     """
+    serve_with(flags_given(given), log_level)
+
+
+def serve_with(flags: dict[str, Any], log_level: str) -> None:
+    """Serve with these setting ``flags`` (``rmcli serve`` and rembg's ``rmcli s``)."""
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
@@ -39,7 +44,7 @@ def serve(
         ) from None
     from rmcli.config.settings import resolve
 
-    settings = resolve(flags_given(given))
+    settings = resolve(flags)
     _setup_logging(log_level)
     from rmcli.serve.server import serve as run
 

@@ -64,8 +64,8 @@ def b(
     """rembg b: raw RGB24 frames on stdin, with rembg's flags, e.g.
     ffmpeg -i in.mp4 -f rawvideo -pix_fmt rgb24 - | rmcli b 1280 720 -o out/f-%05d.png"""
     from rmcli.cli.rembg import rembg_settings
+    from rmcli.compat import rembg_options
     from rmcli.config.settings import resolve
-    from rmcli.contracts.output import ComposeOptions
     from rmcli.engine.interrupt import stop_on_signals
     from rmcli.engine.remover import Remover
     from rmcli.images.compose import check_options
@@ -92,7 +92,7 @@ def b(
             f"{width}x{height} frames are over the limit of {settings['max_pixels']:,} pixels "
             "set by max_pixels (RMCLI_MAX_PIXELS)"
         )
-    compose_options = ComposeOptions.from_settings(settings, **output_options)
+    compose_options = rembg_options(settings=settings, **output_options)  # rembg's pixels
     check_options(compose_options)
     remover = Remover(settings=settings)
     _ = remover.session  # built before the first frame: a bad model or backend fails at once

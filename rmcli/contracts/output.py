@@ -19,6 +19,7 @@ class ComposeOptions:
     bgcolor: Color | None = None
     bg_image: Path | None = None
     premultiplied: bool = False
+    keep_alpha: bool = False  # RGBA even over an opaque background, as rembg writes
     crop: bool = False
     crop_margin: int = 0
     crop_threshold: int = 10

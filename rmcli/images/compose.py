@@ -75,7 +75,7 @@ def compose(
         background = Image.new("RGBA", result.size, options.bgcolor)
     if background is not None:
         result = Image.alpha_composite(background, result)
-        if result.getchannel("A").getextrema() == (255, 255):
+        if not options.keep_alpha and result.getchannel("A").getextrema() == (255, 255):
             result = result.convert("RGB")  # an opaque background: no alpha channel needed
     if fmt == "jpg" and has_alpha(result):
         result = flatten(result, options.bgcolor or WHITE)

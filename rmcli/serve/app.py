@@ -390,14 +390,18 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/v1/models",
         tags=["rmcli"],
-        summary="Models requests may name, and the default",
+        summary="Models requests may name, the default, and those ready (weights on disk)",
         responses=_error_responses(401),
     )
     async def models() -> dict[str, Any]:
         from rmcli.engine.registry import models as catalogue
 
-        names = sorted(engine.allowed_models or catalogue())
-        return {"default": engine.default_model.name, "models": names}
+        known = catalogue()
+        names = sorted(engine.allowed_models or known)
+        weights = {n: known[n].weights for n in names if n in known}
+        weights[engine.default_model.name] = engine.default_model.weights
+        ready = [n for n in names if n in weights and _on_disk(settings, weights[n])]
+        return {"default": engine.default_model.name, "models": names, "ready": ready}
 
     @app.post(
         "/api/remove",
@@ -543,6 +547,18 @@ def _engine_for(settings: Settings) -> Engine:
     return Engine(settings)
 
 
+def _on_disk(settings: Settings, weights: Any) -> bool:
+    """Whether ``weights`` are on this machine (cached, in place or in rembg's cache): the
+    models the server can serve without fetching anything."""
+    from rmcli.engine.session import store_for
+    from rmcli.engine.weights import rembg_copies
+
+    store = store_for(settings)
+    if store.path_for(weights).is_file():
+        return True
+    return store.in_cache(weights) and any(c.is_file() for c in rembg_copies(weights.filename))
+
+
 def _label(file: UploadFile) -> str:
     name = (file.filename or "upload").replace("\n", " ").replace("\r", " ")
     return name[:200]
@@ -558,11 +574,13 @@ def _rembg_options(
     ppm: bool,
     bgc: str | None,
 ) -> ComposeOptions:
-    """rembg's options: its defaults (not the server's), premultiplied colour as rembg gives."""
+    """rembg's options: its defaults (not the server's), premultiplied colour and RGBA as rembg
+    gives."""
     options = ComposeOptions(
         only_mask=om,
         bgcolor=bgc or None,
         premultiplied=True,
+        keep_alpha=True,
         alpha_matting=a,
         alpha_matting_foreground_threshold=af,
         alpha_matting_background_threshold=ab,
