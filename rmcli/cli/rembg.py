@@ -195,12 +195,14 @@ def _run(
     delete_input: bool = False,
     single_file: bool = False,
 ) -> None:
+    from rmcli.cli.matting import load_matting
     from rmcli.cli.remove import shown_path, watch_folder
     from rmcli.config.settings import resolve
     from rmcli.contracts.output import OutputOptions
     from rmcli.engine.remover import Remover
     from rmcli.engine.runner import Batch
     from rmcli.images.decoding import quiet_pillow_warnings
+    from rmcli.log import one_line
 
     settings = resolve(flags)
     quiet_pillow_warnings()
@@ -209,9 +211,10 @@ def _run(
     batch = Batch(remover, inputs, output, recursive=recursive, options=options,
                   single_file=single_file)  # fmt: skip
     batch.prepare(pin_caller=True)
+    load_matting(batch.options)
     for result in batch.run(handle_signals=True):
         if result.error:
-            print(result.error, file=sys.stderr)
+            print(one_line(result.error), file=sys.stderr)
             continue
         if result.job.output is not None:
             typer.echo(shown_path(result.job.output))

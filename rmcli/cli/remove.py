@@ -16,9 +16,11 @@ from typing import Annotated, Any
 import typer
 
 from rmcli.cli.frames import frame_progress
+from rmcli.cli.matting import load_matting
 from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import SETTINGS, Setting, flag_help, takes
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
+from rmcli.log import one_line
 
 
 def remove(
@@ -100,6 +102,7 @@ def remove(
         return
     batch = Batch(remover, inputs, output, recursive=recursive, options=options)
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
+    load_matting(batch.options)
     if verbose:
         _describe(remover, session, batch.pinned)
     with (
@@ -110,7 +113,7 @@ def remove(
             for result in batch.run(on_done=lambda r: progress.step(r.job.label),
                                     handle_signals=True):  # fmt: skip
                 if result.error:
-                    sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
+                    sys.stderr.write(f"{one_line(result.error)}\n")  # one write, never split
                 elif result.job.output is not None:
                     typer.echo(shown_path(result.job.output))
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
@@ -152,7 +155,7 @@ def watch_folder(
 
     def report(result: Any) -> None:
         if result.error:
-            sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
+            sys.stderr.write(f"{one_line(result.error)}\n")  # one write, never split
         elif result.job.output is not None:
             typer.echo(shown_path(result.job.output))
 
@@ -238,12 +241,7 @@ def _describe(remover, session, pinned) -> None:
 
 def shown_path(location: object) -> str:
     """A written path for stdout: one line whatever the name holds (odd names quoted)."""
-    text = str(location)
-    if any(ch in text for ch in "\n\r\t") or not text.isprintable():
-        import json
-
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    return one_line(str(location))
 
 
 def register(app: typer.Typer) -> None:
