@@ -20,9 +20,9 @@ COMPILING = (
 )
 
 
-def load_matting(options: Any) -> None:
-    """With alpha matting on, import pymatting now, first saying that its kernels are being
-    compiled when numba's cache holds none of them."""
+def say_if_compiling(options: Any) -> None:
+    """With alpha matting on, say that pymatting's kernels will be compiled when numba's cache
+    holds none of them (the first matted image then waits for that)."""
     if not options.compose.alpha_matting:
         return
     spec = importlib.util.find_spec("pymatting")
@@ -30,7 +30,6 @@ def load_matting(options: Any) -> None:
         return
     if not _kernels_cached(spec.submodule_search_locations or []):
         log.info(COMPILING)
-    import pymatting  # noqa: F401  (compiles or loads every kernel)
 
 
 def _kernels_cached(package: list[str]) -> bool:

@@ -195,7 +195,7 @@ def _run(
     delete_input: bool = False,
     single_file: bool = False,
 ) -> None:
-    from rmcli.cli.matting import load_matting
+    from rmcli.cli.matting import say_if_compiling
     from rmcli.cli.remove import shown_path, watch_folder
     from rmcli.config.settings import resolve
     from rmcli.contracts.output import OutputOptions
@@ -211,7 +211,7 @@ def _run(
     batch = Batch(remover, inputs, output, recursive=recursive, options=options,
                   single_file=single_file)  # fmt: skip
     batch.prepare(pin_caller=True)
-    load_matting(batch.options)
+    say_if_compiling(batch.options)
     for result in batch.run(handle_signals=True):
         if result.error:
             print(one_line(result.error), file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from rmcli.cli.frames import frame_progress
-from rmcli.cli.matting import load_matting
+from rmcli.cli.matting import say_if_compiling
 from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import SETTINGS, Setting, flag_help, takes
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
@@ -102,7 +102,7 @@ def remove(
         return
     batch = Batch(remover, inputs, output, recursive=recursive, options=options)
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
-    load_matting(batch.options)
+    say_if_compiling(batch.options)
     if verbose:
         _describe(remover, session, batch.pinned)
     with (
