@@ -77,10 +77,13 @@ def test_a_fifo_output_is_streamed_into_and_stays_a_fifo(u2netp_path, tmp_path):
 @pytest.mark.parametrize("command", ["i", "remove"])
 def test_dev_stdout_gets_the_cutout_alone(u2netp_path, tmp_path, command):
     photo = _photo(tmp_path)
-    args = [str(photo), "/dev/stdout"] if command == "i" else [str(photo), "-o", "/dev/stdout"]
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")  # what /dev/stdout is; never the system's own link
+    args = [str(photo), str(stdout)] if command == "i" else [str(photo), "-o", str(stdout)]
     done = rmcli(command, *args)
     assert done.returncode == 0, done.stderr
     assert _is_png(done.stdout)  # no written path after the image's last chunk
+    assert stdout.is_symlink()
 
 
 def test_a_block_device_output_is_refused_in_one_line(u2netp_path, tmp_path):
