@@ -154,6 +154,39 @@ def test_a_symlink_planted_by_another_user_in_a_sticky_folder_is_not_followed(
     assert victim.read_bytes() == b"precious" and link.is_symlink()
 
 
+def _animated_gif(tmp_path):
+    path = tmp_path / "anim.gif"
+    with Image.open(CAR) as car:
+        small = car.resize((96, 72))
+    frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[100, 200])
+    return path
+
+
+def test_a_clip_is_never_renamed_over_a_device_and_goes_through_a_symlink(u2netp_path, tmp_path):
+    clip = _animated_gif(tmp_path)
+    null = tmp_path / "null.gif"
+    _mknod(null, stat.S_IFCHR, (1, 3))
+    done = rmcli("remove", str(clip), "-o", str(null))
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[0] == (
+        f"{clip}: cannot write a clip into {null}: clips go to files or folders only, "
+        "not devices, FIFOs or standard output"
+    )
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / ("b" * 250 + ".gif")  # a 254-byte name, too
+    target.write_bytes(b"old")
+    link = tmp_path / "link.gif"
+    link.symlink_to(target)
+    done = rmcli("remove", str(clip), "-o", str(link))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    with Image.open(target) as written:
+        assert written.format == "GIF" and written.n_frames == 2
+    assert [p.name for p in (tmp_path / "real").iterdir()] == [target.name]
+
+
 @pytest.mark.parametrize("length", [254, 255])
 def test_a_file_name_of_up_to_255_bytes_can_be_written(u2netp_path, tmp_path, length):
     photo = _photo(tmp_path)
