@@ -8,6 +8,7 @@ once per process. Output the user asked for (written paths, tables) goes to stdo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -16,13 +17,24 @@ from typing import TextIO
 ROOT = "rmcli"
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: JSON-quoted, with every character that is not printable
+    escaped, when it holds a line break, a tab, a terminal escape or another such character.
+    File names reach messages as they are; this keeps them from splitting or driving a terminal.
+    """
+    if text.isprintable():
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)  # escapes C0 controls, quotes and backslashes
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in quoted)
+
+
 class _CliFormatter(logging.Formatter):
     def __init__(self, color: bool) -> None:
         super().__init__()
         self.color = color
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = one_line(record.getMessage())
         if record.levelno >= logging.ERROR:
             label = "error: "
         elif record.levelno >= logging.WARNING:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, ROOT, rmcli
 
+from rmcli.atomic import temporary_pattern
 from rmcli.config.settings import SETTINGS, Setting, flag_help, resolve
 from rmcli.cpus import allowed_cpus
 from rmcli.errors import ConfigError
@@ -280,7 +281,7 @@ def test_writer_killed_mid_write_leaves_the_old_file_and_no_stale_lock():
     )
     try:
         assert writer.stdout.readline() == "written\n"
-        temporaries = list(config_file().parent.glob(".config.toml.*.tmp"))
+        temporaries = list(config_file().parent.glob(temporary_pattern(config_file())))
         assert [t.read_text() for t in temporaries] == ["intra_threads = 7\n"]
     finally:
         writer.send_signal(signal.SIGKILL)
@@ -289,7 +290,7 @@ def test_writer_killed_mid_write_leaves_the_old_file_and_no_stale_lock():
     assert ok("config", "get", "intra_threads") == "2\n"
     ok("config", "set", "inter_threads", "3")  # the dead writer's lock is gone
     assert tomllib.loads(config_file().read_text()) == {"intra_threads": 2, "inter_threads": 3}
-    assert list(config_file().parent.glob(".config.toml.*.tmp")) == []
+    assert list(config_file().parent.glob(temporary_pattern(config_file()))) == []
 
 
 def test_twenty_parallel_sets_of_different_keys_all_survive():

@@ -59,7 +59,8 @@ def test_sigkill_mid_batch_leaves_only_complete_outputs(u2netp_path, tmp_path):
     visible = _check_outputs(tmp_path / "out", stems)
     assert 1 <= len(visible) < COUNT
     hidden = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
-    assert all(re.fullmatch(r"\.photo-\d\d\.png\..+\.tmp", name) for name in hidden), hidden
+    ours = r"\.rmcli\.[0-9a-f]{8}\.[0-9a-f]{8}\.tmp"  # a temporary file: fixed-length name
+    assert all(re.fullmatch(ours, name) for name in hidden), hidden
     process.stdout.close()
     process.stderr.close()
 

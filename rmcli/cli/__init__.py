@@ -88,11 +88,14 @@ def _use_rmcli_help(typer_app: typer.Typer) -> None:
 
 
 def error_line(message: str) -> str:
-    """``rmcli: error: message``, the label coloured on a terminal without ``NO_COLOR``."""
+    """``rmcli: error: message``, the label coloured on a terminal without ``NO_COLOR``; a
+    message holding control characters (a file name's) is one quoted line."""
+    from rmcli.log import one_line
+
     label = "error:"
     if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
         label = f"\x1b[31;1m{label}\x1b[0m"
-    return f"rmcli: {label} {message}"
+    return f"rmcli: {label} {one_line(message)}"
 
 
 def main() -> None:

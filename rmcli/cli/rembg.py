@@ -266,6 +266,7 @@ def _run(
 ) -> None:
     from dataclasses import replace
 
+    from rmcli.cli.matting import say_if_compiling
     from rmcli.cli.remove import shown_path, watch_folder
     from rmcli.compat import rembg_options
     from rmcli.config.settings import resolve
@@ -273,6 +274,7 @@ def _run(
     from rmcli.engine.remover import Remover
     from rmcli.engine.runner import Batch
     from rmcli.images.decoding import quiet_pillow_warnings
+    from rmcli.log import one_line
 
     settings = resolve(flags)
     quiet_pillow_warnings()
@@ -282,9 +284,10 @@ def _run(
     batch = Batch(remover, inputs, output, recursive=recursive, options=options,
                   single_file=single_file)  # fmt: skip
     batch.prepare(pin_caller=True)
+    say_if_compiling(batch.options)
     for result in batch.run(handle_signals=True):
         if result.error:
-            print(result.error, file=sys.stderr)
+            print(one_line(result.error), file=sys.stderr)
             continue
         if result.job.output is not None:
             typer.echo(shown_path(result.job.output))

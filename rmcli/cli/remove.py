@@ -17,9 +17,11 @@ from typing import Annotated, Any
 import typer
 
 from rmcli.cli.frames import frame_progress
+from rmcli.cli.matting import say_if_compiling
 from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import SETTINGS, Setting, Settings, flag_help, format_value, takes
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
+from rmcli.log import one_line
 
 
 def remove(
@@ -132,6 +134,7 @@ def remove(
         return
     batch = Batch(remover, inputs, output, recursive=recursive, options=options)
     session = batch.prepare(pin_caller=True)  # fails here, before any image, on a bad set-up
+    say_if_compiling(batch.options)
     if verbose:
         _describe(remover, session, batch.pinned, options)
     with (
@@ -142,7 +145,7 @@ def remove(
             for result in batch.run(on_done=lambda r: progress.step(r.job.label),
                                     handle_signals=True):  # fmt: skip
                 if result.error:
-                    progress.echo(result.error, err=True)
+                    progress.echo(one_line(result.error), err=True)  # one write, never split
                 elif result.job.output is not None:
                     progress.echo(shown_path(result.job.output))
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still say what was done
@@ -184,7 +187,7 @@ def watch_folder(
 
     def report(result: Any) -> None:
         if result.error:
-            sys.stderr.write(f"{result.error}\n")  # one write: never split by a note
+            sys.stderr.write(f"{one_line(result.error)}\n")  # one write, never split
         elif result.job.output is not None:
             typer.echo(shown_path(result.job.output))
 
@@ -335,12 +338,7 @@ def used_settings(settings: Settings, options: Any = None, command: str = "remov
 
 def shown_path(location: object) -> str:
     """A written path for stdout: one line whatever the name holds (odd names quoted)."""
-    text = str(location)
-    if any(ch in text for ch in "\n\r\t") or not text.isprintable():
-        import json
-
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    return one_line(str(location))
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rmcli.atomic import atomic_path, why_unwritable
+from rmcli.atomic import atomic_path, temporary_pattern, why_unwritable
 from rmcli.errors import ConfigError
 
 CONFIG_ENV = "RMCLI_CONFIG"
@@ -129,7 +129,7 @@ def unwritable(path: Path, exc: OSError) -> ConfigError:
 
 def _remove_stale_temporaries(path: Path) -> None:
     """Temporary files left by writers that were killed; safe because we hold the lock."""
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+    for leftover in path.parent.glob(temporary_pattern(path)):
         leftover.unlink(missing_ok=True)
 
 

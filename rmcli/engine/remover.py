@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli.config.settings import Settings, resolve
+from rmcli.config.settings import SETTINGS, Setting, Settings, resolve
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.engine.families import custom_model
 from rmcli.engine.precision import check_precision
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from rmcli.contracts.jobs import Result
     from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.model import Model
+
+
+def _bounded(setting: Setting) -> bool:
+    return setting.minimum is not None or setting.maximum is not None
 
 
 def model_for(settings: Mapping[str, Any]) -> Model:
@@ -100,9 +104,22 @@ class Remover:
         from rmcli.contracts.output import ComposeOptions
         from rmcli.images.compose import compose
 
+        options = self._checked(options, "remove")
         compose_options = ComposeOptions.from_settings(self.settings, **options)
         loaded = self.load(image)
         return compose(loaded, self.mask_of(loaded), compose_options, fmt)
+
+    def _checked(self, options: dict[str, Any], method: str) -> dict[str, Any]:
+        """``options`` with each numeric one parsed and held to the settings table's bounds,
+        as the command line and the config file are: a :class:`ConfigError` names the bad one.
+        """
+        numeric = {
+            key: value
+            for key, value in options.items()
+            if value is not None and key in SETTINGS and _bounded(SETTINGS[key])
+        }
+        checked = self.settings.with_values(f"Remover.{method}()", **numeric)
+        return {**options, **{key: checked[key] for key in numeric}}
 
     def load(self, image: ImageSource) -> Image.Image:
         """``image`` decoded and upright, refused over the ``max_pixels`` setting."""
@@ -154,7 +171,7 @@ class Remover:
             list(inputs),
             output,
             recursive=recursive,
-            options=OutputOptions.from_settings(self.settings, **options),
+            options=OutputOptions.from_settings(self.settings, **self._checked(options, "map")),
             executor=executor,
         )
         yield from batch.run()

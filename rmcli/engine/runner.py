@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -209,6 +211,27 @@ def _same_file(source, target) -> bool:
     return Path(source).resolve() == Path(target).resolve()
 
 
+def _is_stream(output: str | None) -> bool:
+    """True when ``output`` is a character device, a FIFO or standard output: one file to
+    write into (``-o /dev/null``), never a folder, whatever its name."""
+    if output is None or output == STDIO or storage.is_url(output):
+        return False
+    try:
+        mode = os.stat(output).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or _is_stdout(Path(output))
+
+
+def _is_stdout(path: Path) -> bool:
+    """True when ``path`` is this process's standard output (``/dev/stdout``, ``/dev/fd/1``,
+    the terminal or pipe it is): written there, the cut-out must not be followed by a path."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file; stdout closed or replaced
+        return False
+
+
 @dataclass(frozen=True)
 class Summary:
     """How a batch ended."""
@@ -255,7 +278,8 @@ class Batch:
         self.options = options or OutputOptions.from_settings(settings)
         check_options(self.options.compose)
         out = str(output) if isinstance(output, Path) else output
-        file_format = output_file_format(out) or ("png" if single_file and out != STDIO else None)
+        one_file = single_file or _is_stream(out)
+        file_format = output_file_format(out) or ("png" if one_file and out != STDIO else None)
         planned_to = None if file_format else out
         jobs = plan_jobs([str(item) for item in inputs], planned_to, self.options.fmt, recursive)
         if not jobs:
@@ -292,6 +316,8 @@ class Batch:
             self.options = replace(self.options, fmt=file_format)
         job = jobs[0]
         target = out if storage.is_url(out) else Path(out)
+        if isinstance(target, Path) and _is_stdout(target):  # /dev/stdout and the like: as -o -
+            return [replace(job, output=None)]
         if job.error is None and job.source is not None and _same_file(job.source, target):
             return [replace(job, output=target, error=f"output {out} would overwrite the input")]
         return [replace(job, output=target)]

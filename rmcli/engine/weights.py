@@ -276,9 +276,10 @@ class WeightsStore:
                 + (f". Tried: {'; '.join(failures)}" if failures else "")
             )
         detail = "; ".join(failures) or "no source declared"
+        imported = f", or run `rmcli models import FILE --as {model_name}`" if model_name else ""
         raise ModelError(
             f"cannot get weights {weights.filename}{checksum}: {detail}. "
-            f"Place the file at {path} to use it."
+            f"Place the file at {path}{imported} to use it."
         )
 
 

@@ -58,7 +58,21 @@ class ClipWriter:
 
 
 def open_writer(fmt: str, target: Path, timing: Timing, threads: int = 1) -> ClipWriter:
-    """The writer for ``fmt`` (a key of :data:`CLIP_FORMATS`) that ends up at ``target``."""
+    """The writer for ``fmt`` (a key of :data:`CLIP_FORMATS`) that ends up at ``target``;
+    a symbolic link is followed to its target, a device, FIFO or standard output refused (a
+    clip is written whole, then renamed into place)."""
+    from rmcli.atomic import write_target
+
+    try:
+        resolved, in_place = write_target(target)
+    except OSError as exc:
+        raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if in_place:
+        raise InputError(
+            f"cannot write a clip into {target}: clips go to files or folders only, "
+            "not devices, FIFOs or standard output"
+        )
+    target = resolved
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("png", "jpg"):
         return FrameFolderWriter(fmt, target, threads)
@@ -68,7 +82,8 @@ def open_writer(fmt: str, target: Path, timing: Timing, threads: int = 1) -> Cli
 
 
 def _temp_beside(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # a fixed-length name (whatever the target's), which rmcli.atomic's sweep recognises
+    fd, name = tempfile.mkstemp(prefix=".rmcli.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     return Path(name)
 
@@ -310,7 +325,7 @@ class FrameFolderWriter(ClipWriter):
         self.fmt = fmt
         self.target = target
         self.threads = threads
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        self.tmp = Path(tempfile.mkdtemp(prefix=".rmcli.", dir=target.parent))
         self.count = 0
 
     def add(self, image: Image.Image, pts: int, duration: int | None = None) -> None:
@@ -324,7 +339,7 @@ class FrameFolderWriter(ClipWriter):
         os.chmod(self.tmp, 0o755)
         old = None
         if self.target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old.", dir=self.target.parent))
+            old = Path(tempfile.mkdtemp(prefix=".rmcli.old.", dir=self.target.parent))
             os.replace(self.target, old / "frames")
         os.replace(self.tmp, self.target)
         if old is not None:
