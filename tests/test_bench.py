@@ -97,10 +97,11 @@ def test_table_fits_100_columns_says_why_a_row_is_absent_and_recommends(tmp_path
     done = rmcli("bench", IMAGE, *args)
     assert done.returncode == 0, done.stderr.decode()
     lines = done.stdout.decode().rstrip("\n").splitlines()
-    assert max(len(line) for line in lines) <= 100, lines
+    assert max(len(line) for line in lines[1:-1]) <= 100, lines  # the table, between model
+    # name and recommendation (which name the model file: as long as its path)
     assert lines[0].startswith(f"model custom:{model}")
     saved = next(line for line in lines if line.startswith("cpu-pinned, saved settings"))
-    assert "absent: no layout saved for custom:" in saved and "rmcli tune --save" in saved
+    assert "absent: no layout saved for this model (`rmcli tune --save`" in saved
     assert any(line.startswith("openvino, bf16") for line in lines)
     assert lines[-1].startswith("recommendation: ")
     command = lines[-1].removeprefix("recommendation: ").split(" (")[0]

@@ -110,8 +110,11 @@ def bench(
 
     settings = resolve(core.model_flags(values))
     rows = core.bench(configurations, paths, runs, progress)
+    advice = core.recommendation(rows, values, settings["mask_error_budget"])
     if as_json:
-        typer.echo(json.dumps(core.report(rows, paths, runs), indent=2))
+        data = core.report(rows, paths, runs)
+        data["recommendation"] = advice.removeprefix("recommendation: ")
+        typer.echo(json.dumps(data, indent=2))
     elif markdown:
         typer.echo(core.format_markdown(rows, wide=True))
     else:
@@ -119,7 +122,7 @@ def bench(
         typer.echo(f"model {name}, {len(paths)} images x {runs} passes, mask err: mean/worst")
         typer.echo(core.format_text(rows, wide=wide))
     if not as_json:
-        typer.echo(core.recommendation(rows, values, settings["mask_error_budget"]))
+        typer.echo(advice)
     failed = [row for row in rows if row.error]
     for row in failed:
         print(f"rmcli: {row.configuration.label}: {row.error}", file=sys.stderr)

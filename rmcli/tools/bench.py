@@ -104,14 +104,13 @@ def model_flags(sets: Mapping[str, str]) -> dict[str, Any]:
 def why_no_saved_layout(sets: Mapping[str, str]) -> str | None:
     """None when the environment, the config file or the model's tuned layout sets a
     thread-layout setting; else the reason the saved-settings row is not measured."""
-    from rmcli.config.settings import layout_name, resolve
+    from rmcli.config.settings import resolve
     from rmcli.tools.bench_worker import LAYOUT_KEYS
 
     settings = resolve(model_flags(sets))
     if any(settings.source(key) != "default" for key in LAYOUT_KEYS):
         return None
-    name = layout_name(settings["model"], settings["model_path"])
-    return f"no layout saved for {name} (`rmcli tune --save` stores one)"
+    return "no layout saved for this model (`rmcli tune --save` stores one)"
 
 
 def openvino_configurations(sets: Mapping[str, str]) -> list[Configuration]:
