@@ -34,7 +34,8 @@ def bench(
     images: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Image files, folders or globs. Default: 3 sample photos shipped with rmcli."
+            metavar="IMAGE",
+            help="Image files, folders or globs. Default: 3 sample photos shipped with rmcli.",
         ),
     ] = None,
     model: ModelOption = None,
@@ -133,7 +134,10 @@ def bench(
 def tune(
     images: Annotated[
         list[str] | None,
-        typer.Argument(help="Images to measure on. Default: 3 sample photos shipped with rmcli."),
+        typer.Argument(
+            metavar="IMAGE",
+            help="Images to measure on. Default: 3 sample photos shipped with rmcli.",
+        ),
     ] = None,
     model: ModelOption = None,
     model_path: ModelPathOption = None,
