@@ -89,6 +89,7 @@ def test_default_table_has_every_documented_row(u2netp_path):
     assert rows[3]["intra_threads"] == 1
     assert rows[3]["settings"]["intra_threads"]["source"] == f"file {config}"
     assert rows[0]["speedup_vs_first"] == 1.0
+    assert report["recommendation"].startswith("rmcli remove IMAGES -o OUT")
 
 
 def test_table_fits_100_columns_says_why_a_row_is_absent_and_recommends(tmp_path):

@@ -16,8 +16,10 @@ from rmcli.cpus import usable_cpu_count
 from rmcli.tools.tune import (
     MIN_PAIRS,
     Candidate,
+    by_distance,
     candidates,
     confirm,
+    is_default,
     successive_halving,
     thread_counts,
 )
@@ -120,6 +122,14 @@ def test_search_space_covers_threads_mode_spinning_and_binding():
         ("parallel", 2),
     }
     assert {c["allow_spinning"] for c in space} == {True, False}
+    ordered = by_distance(space, cores=2)  # the order sessions are built in, budget permitting
+    assert is_default(ordered[0], cores=2) and not any(is_default(c, 2) for c in ordered[1:])
+    changes = [{k for k in c if c[k] != ordered[0][k]} for c in ordered[:4]]
+    assert changes[0] == set() and {frozenset(c) for c in changes[1:]} == {
+        frozenset({"allow_spinning"}),
+        frozenset({"cpu_binding"}),
+        frozenset({"execution_mode", "inter_threads"}),
+    }
     lone = [c for c in space if c["intra_threads"] == 1 and c["execution_mode"] == "sequential"]
     assert len(lone) == 1  # no pool, so spinning on or off is the same layout
     assert all(c["execution_mode"] == "sequential" for c in candidates([3], cores=1))

@@ -239,6 +239,16 @@ def is_default(values: Mapping[str, Any], cores: int) -> bool:
     ) == ("fp32", cores, "sequential", True, "")
 
 
+def by_distance(space: Sequence[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
+    """The default layout first, then the others by how many values they change from it, so
+    a budget that cannot build them all still tries each change on its own first."""
+    default = next((v for v in space if is_default(v, cores)), None)
+    if default is None:
+        return list(space)
+    keys = [k for k in default if k != "inter_threads"]  # it comes with parallel mode
+    return sorted(space, key=lambda v: sum(v.get(k) != default[k] for k in keys))
+
+
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """In the worker: build candidate sessions while they fit the budget, halve, confirm."""
     from rmcli.config.settings import layout_name, resolve
@@ -256,7 +266,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     base = session_defaults(resolve(flags))  # saved layouts must not leak into candidates
     images = [load_image(path, path) for path in request["images"]]
     cores = request["cores"]
-    ordered = sorted(request["candidates"], key=lambda v: not is_default(v, cores))
+    ordered = by_distance(request["candidates"], cores)
     pool: list[Candidate] = []
     removers: dict[int, Remover] = {}
     skipped = []
