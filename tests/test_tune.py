@@ -124,9 +124,10 @@ def test_search_space_covers_threads_mode_spinning_and_binding():
     assert {c["allow_spinning"] for c in space} == {True, False}
     ordered = by_distance(space, cores=2)  # the order sessions are built in, budget permitting
     assert is_default(ordered[0], cores=2) and not any(is_default(c, 2) for c in ordered[1:])
-    changes = [{k for k in c if c[k] != ordered[0][k]} for c in ordered[:4]]
+    changes = [{k for k in c if c[k] != ordered[0][k]} for c in ordered[:5]]
     assert changes[0] == set() and {frozenset(c) for c in changes[1:]} == {
         frozenset({"allow_spinning"}),
+        frozenset({"intra_threads", "allow_spinning"}),  # one thread: nothing to spin
         frozenset({"cpu_binding"}),
         frozenset({"execution_mode", "inter_threads"}),
     }

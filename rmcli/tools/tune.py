@@ -245,8 +245,14 @@ def by_distance(space: Sequence[dict[str, Any]], cores: int) -> list[dict[str, A
     default = next((v for v in space if is_default(v, cores)), None)
     if default is None:
         return list(space)
-    keys = [k for k in default if k != "inter_threads"]  # it comes with parallel mode
-    return sorted(space, key=lambda v: sum(v.get(k) != default[k] for k in keys))
+
+    def changes(v: dict[str, Any]) -> int:
+        keys = [k for k in default if k != "inter_threads"]  # it comes with parallel mode
+        if v["intra_threads"] == 1 and v["execution_mode"] == "sequential":
+            keys.remove("allow_spinning")  # no pool to spin: not a change of its own
+        return sum(v.get(k) != default[k] for k in keys)
+
+    return sorted(space, key=changes)
 
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
