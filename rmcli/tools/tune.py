@@ -220,11 +220,12 @@ def confirm(
             slowest = max(slowest, times[id(candidate)][-1])
         i += 1
     unclear = [label for label, (r, noise) in ratios.items() if r / noise <= 1]
-    reason = (
-        f"could not tell {leader.label} from {' or '.join(unclear)} within the budget"
-        if others
-        else "only the default layout could be measured"
-    )
+    if not others:
+        reason = "only the default layout could be measured"
+    elif unclear:
+        reason = f"could not tell {leader.label} from {' or '.join(unclear)} within the budget"
+    else:
+        reason = f"the budget allowed {i} of the {MIN_PAIRS} images needed to judge the noise"
     return Verdict(default, False, reason, i, ratios)
 
 
