@@ -21,6 +21,7 @@ from rmcli.tools.tune import (
     confirm,
     is_default,
     successive_halving,
+    t95,
     thread_counts,
 )
 
@@ -82,6 +83,7 @@ def test_confirmation_repeats_until_the_leader_is_outside_the_noise():
     verdict, spent = confirm_with([1.0, 1.3, 1.5], jitter=0.05, budget=100)
     assert verdict.confirmed and verdict.winner.values["mean"] == 1.0
     assert MIN_PAIRS <= verdict.pairs < 20 and spent < 100  # stops once it is clear
+    assert t95(2) > t95(9) > t95(200) > 1.96  # few pairs: a wide interval
     for ratio, noise in verdict.ratios.values():
         assert ratio / noise > 1
 

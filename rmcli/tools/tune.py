@@ -12,7 +12,7 @@ After each round the slower half (by median time per image over all its images s
 dropped, and the survivors get twice as many images, for up to 60% of the budget. Then the
 leader, the runner-up and the default layout are timed again, interleaved, until the leader
 beats each of the others by more than the noise measured (the paired time ratios' 95%
-interval excludes 1), or the budget ends: then the winner is the default layout.
+interval, by Student's t, excludes 1), or the budget ends: then the winner is the default layout.
 
 The budget covers the whole command: sessions are only built, and images only timed, while
 the time measured so far says they fit before the deadline.
@@ -37,7 +37,17 @@ FIRST_ROUND_IMAGES = 2
 BUILD_SHARE = 0.4  # of the budget: building candidate sessions (the rest measures)
 HALVING_SHARE = 0.6  # of the budget left after building sessions; the rest confirms
 MIN_PAIRS = 3  # paired timings before a difference can count as outside the noise
-Z = 1.96  # the noise: this many standard errors of the mean log time ratio
+# the noise: Student's t (two-sided 95%) standard errors of the mean log time ratio, by
+# degrees of freedom (pairs - 1); a few pairs say little about the spread, so t is large
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+T95_MANY = {10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00, 120: 1.98}  # at least this many
+
+
+def t95(freedom: int) -> float:
+    """Student's t quantile for a two-sided 95% interval (rounded down to the table's rows)."""
+    if freedom in T95:
+        return T95[freedom]
+    return next((t for d, t in sorted(T95_MANY.items(), reverse=True) if freedom >= d), 1.96)
 
 
 @dataclass
@@ -184,12 +194,12 @@ class Verdict:
 
 def compare(leader: list[float], other: list[float]) -> tuple[float, float]:
     """How much slower ``other`` was than ``leader`` on paired timings: the geometric mean
-    of the time ratios, and the noise as a factor (``Z`` standard errors of the mean log)."""
+    of the time ratios, and the noise as a factor (the 95% interval of the mean log ratio)."""
     logs = [math.log(b / a) for a, b in zip(leader, other, strict=False) if a > 0 and b > 0]
     if len(logs) < 2:
         return 1.0, math.inf
     error = statistics.stdev(logs) / math.sqrt(len(logs))
-    return math.exp(statistics.fmean(logs)), math.exp(Z * error)
+    return math.exp(statistics.fmean(logs)), math.exp(t95(len(logs) - 1) * error)
 
 
 def confirm(
