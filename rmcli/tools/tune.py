@@ -188,6 +188,7 @@ class Verdict:
     winner: Candidate
     confirmed: bool
     reason: str
+    leader: str = ""
     pairs: int = 0
     ratios: dict[str, tuple[float, float]] = field(default_factory=dict)  # label: (ratio, noise)
 
@@ -221,7 +222,8 @@ def confirm(
         others = [c for c in contenders if c is not leader]
         ratios = {c.label: compare(times[id(leader)], times[id(c)]) for c in others}
         if i >= MIN_PAIRS and all(r / noise > 1 for r, noise in ratios.values()):
-            return Verdict(leader, True, "faster than the others beyond the noise", i, ratios)
+            reason = "faster than the others beyond the noise"
+            return Verdict(leader, True, reason, leader.label, i, ratios)
         if clock() - start + slowest * len(contenders) > budget or not others:
             break
         order = contenders[i % len(contenders) :] + contenders[: i % len(contenders)]
@@ -236,7 +238,7 @@ def confirm(
         reason = f"could not tell {leader.label} from {' or '.join(unclear)} within the budget"
     else:
         reason = f"the budget allowed {i} of the {MIN_PAIRS} images needed to judge the noise"
-    return Verdict(default, False, reason, i, ratios)
+    return Verdict(default, False, reason, leader.label, i, ratios)
 
 
 def is_default(values: Mapping[str, Any], cores: int) -> bool:
@@ -341,6 +343,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "winner": _entry(verdict.winner),
         "confirmed": verdict.confirmed,
         "reason": verdict.reason,
+        "leader": verdict.leader,
         "pairs": verdict.pairs,
         "ratios": verdict.ratios,
         "default": default.label,
@@ -485,7 +488,7 @@ def format_leaderboard(result: Mapping[str, Any]) -> str:
 
 def format_verdict(result: Mapping[str, Any]) -> str:
     """The confirmation: each runner-up's time ratio to the leader, with the noise."""
-    lines = [f"confirmation: {result['pairs']} interleaved images each"]
+    lines = [f"confirmation: {result['pairs']} interleaved images each, leader {result['leader']}"]
     for label, (ratio, noise) in result["ratios"].items():
         shown = "unknown" if math.isinf(noise) else f"x/ {noise:.3f}"
         lines.append(f"  {label}: {ratio:.3f}x the leader's time (noise {shown})")
