@@ -385,6 +385,8 @@ def recommendation(rows: Sequence[Row], sets: Mapping[str, str], error_budget: f
             best, note = default, f" (nothing beat it by more than {NOISE:.0%})"
         else:
             note = f" ({gain + 1:.2f}x rmcli's defaults in this run)"
+    if best.configuration.label == "cpu-pinned, saved settings":
+        note += "; your saved layout applies by itself"
     return f"recommendation: {command_for(best.configuration, sets)}{note}"
 
 
