@@ -156,3 +156,25 @@ def test_a_missing_image_is_named():
     done = rmcli("bench", "nowhere.jpg")
     assert done.returncode == 2
     assert "nowhere.jpg" in done.stderr.decode()
+
+
+def test_recommendation_is_the_fastest_row_within_the_error_budget_beyond_5_percent():
+    from rmcli.tools.bench import Configuration, Row, default_configurations, recommendation
+
+    rows = {c.label: c for c in default_configurations(2, {"model": "isnet-general-use"})}
+
+    def row(label: str, seconds: float, error: float = 0.0) -> Row:
+        return Row(rows[label], {"median_seconds": seconds, "mask_error_mean": error})
+
+    omp = "openmp-env, OMP_NUM_THREADS=2"
+    measured = [row("cpu-pinned, defaults", 1.0), row(omp, 0.8), row("openvino, bf16", 0.5, 3.0)]
+    line = recommendation(measured, {"model": "isnet-general-use"}, error_budget=2.0)
+    assert line == (  # openvino bf16 is faster but over the mask error budget
+        "recommendation: OMP_NUM_THREADS=2 rmcli remove IMAGES -o OUT -b openmp-env "
+        "--model isnet-general-use (1.25x rmcli's defaults in this run)"
+    )
+    close = [row("cpu-pinned, defaults", 1.0), row(omp, 0.97)]
+    line = recommendation(close, {}, error_budget=2.0)
+    assert line.startswith("recommendation: rmcli remove IMAGES -o OUT (nothing beat it")
+    absent = Row(Configuration("openvino, fp32", "openvino", absent="not installed"))
+    assert "none" in recommendation([absent], {}, error_budget=2.0)
