@@ -288,14 +288,18 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     ordered = by_distance(request["candidates"], cores)
     pool: list[Candidate] = []
     removers: dict[int, Remover] = {}
-    skipped = []
+    skipped: list[tuple[dict[str, Any], str]] = []  # (values, why not built)
     build = 0.0  # the slowest session build + warm-up so far
+    grown = 0.0  # the most one session (and its warm-up) added to this process, MiB
     build_until = time.time() + BUILD_SHARE * left()
     for values in ordered:
         if pool and time.time() + build > build_until:
-            skipped.append(values)
+            skipped.append((values, "budget"))
             continue
-        began = time.time()
+        if pool and available_mib() < 2 * grown:  # leave a session's worth free
+            skipped.append((values, "memory"))
+            continue
+        began, before = time.time(), resident_mib()
         candidate = Candidate(values)
         settings = base.with_values("tune", **_settable(values))
         remover = Remover(settings=settings)
@@ -304,6 +308,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         removers[id(candidate)] = remover
         pool.append(candidate)
         build = max(build, time.time() - began)
+        grown = max(grown, resident_mib() - before)
     rejected = within_error_budget(pool, removers, images, base["mask_error_budget"])
     pool = [c for c in pool if c not in rejected]
     default = next((c for c in pool if is_default(c.values, cores)), pool[0])
@@ -347,12 +352,35 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         "pairs": verdict.pairs,
         "ratios": verdict.ratios,
         "default": default.label,
-        "skipped": [Candidate(v).label for v in skipped],
+        "skipped": [(Candidate(v).label, why) for v, why in skipped],
         "mask_error_budget": base["mask_error_budget"],
         "rejected": [
             {"label": c.label, "values": c.values, "mask_error": c.mask_error} for c in rejected
         ],
     }
+
+
+def available_mib() -> float:
+    """Memory the system can still give (``MemAvailable``), MiB; infinite when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.inf
+
+
+def resident_mib() -> float:
+    """This process's resident memory now, MiB (0 when unknown)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
 
 
 EXIT_SECONDS = 0.5  # kept for the worker to exit and the command to print and save
@@ -481,8 +509,8 @@ def format_leaderboard(result: Mapping[str, Any]) -> str:
             f"{'-':>2}  {'':>9}  {'':>6}  {'':>6}  {entry['mask_error']:>8.2f}  "
             f"{entry['label']}  (rejected: mask error over the budget {budget:g})"
         )
-    for label in result.get("skipped", []):
-        lines.append(f"{'-':>2}  {'':>9}  {'':>6}  {'':>6}  {'':>8}  {label}  (not built: budget)")
+    for label, why in result.get("skipped", []):
+        lines.append(f"{'-':>2}  {'':>9}  {'':>6}  {'':>6}  {'':>8}  {label}  (not built: {why})")
     return "\n".join(lines)
 
 
