@@ -139,9 +139,12 @@ def test_one_backend_with_set_values_as_markdown(u2netp_path):
     sets = ["--set", "intra_threads=1", "--set", f"cpu_binding={cpu}"]  # caller pinned, as remove
     done = rmcli("bench", IMAGE, "--backend", "cpu-pinned", *sets, "-n", "1", "--markdown")
     assert done.returncode == 0, done.stderr.decode()
-    lines = done.stdout.decode().strip().splitlines()
+    table, advice = done.stdout.decode().strip().split("\n\n")
+    lines = table.splitlines()
     assert len(lines) == 3 and all(line.startswith("|") for line in lines)
     assert lines[2].startswith("| cpu-pinned | 1/1 |")
+    command = f"rmcli remove IMAGES -o OUT --intra-threads 1 --cpu-binding {cpu}"
+    assert advice == f"recommendation: {command}"  # the only row: it is the advice
 
 
 def test_bad_backend_or_setting_is_one_line_and_exit_2():

@@ -117,7 +117,7 @@ def bench(
         data["recommendation"] = advice.removeprefix("recommendation: ")
         typer.echo(json.dumps(data, indent=2))
     elif markdown:
-        typer.echo(core.format_markdown(rows, wide=True))
+        typer.echo(core.format_markdown(rows, wide=True) + "\n")  # the advice: a paragraph
     else:
         name = next((r.result["model"] for r in rows if r.measured), settings["model"])
         typer.echo(f"model {name}, {len(paths)} images x {runs} passes, mask err: mean/worst")
