@@ -8,11 +8,13 @@ import random
 import time
 import tomllib
 
+import pytest
 from conftest import EXAMPLES, rmcli
 from test_bench import write_tiny_model
 
 from rmcli.config.settings import resolve
 from rmcli.cpus import usable_cpu_count
+from rmcli.errors import ConfigError
 from rmcli.tools.tune import (
     MIN_PAIRS,
     Candidate,
@@ -186,3 +188,10 @@ def test_a_small_budget_is_respected(u2netp_path):
     assert done.returncode == 0, done.stderr.decode()
     assert took < 8 + 12  # the interpreter's start is outside the budget: a generous margin
     assert "model u2netp" in done.stdout.decode()
+
+
+def test_a_layout_table_with_another_key_is_one_config_error(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[layout.u2netp]\nmodel_path = 'x.onnx'\n")
+    with pytest.raises(ConfigError, match=r"\[layout.u2netp\] holds 'model_path'; a layout holds"):
+        resolve(path=path, env={})
