@@ -195,3 +195,12 @@ def test_a_layout_table_with_another_key_is_one_config_error(tmp_path):
     path.write_text("[layout.u2netp]\nmodel_path = 'x.onnx'\n")
     with pytest.raises(ConfigError, match=r"\[layout.u2netp\] holds 'model_path'; a layout holds"):
         resolve(path=path, env={})
+
+
+def test_a_budget_too_small_for_one_layout_is_one_line_on_time(u2netp_path):
+    began = time.monotonic()
+    done = rmcli("tune", str(EXAMPLES / "car-1.jpg"), "--budget", "1")
+    took = time.monotonic() - began
+    err = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2 and err[-1].startswith("rmcli: error: --budget 1 s ran out")
+    assert took < 1 + 12  # the worker is stopped at the deadline, not left to finish

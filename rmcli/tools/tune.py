@@ -453,7 +453,12 @@ def run_tune(
         "cores": usable_cpu_count(),
         "candidates": candidates(allowed_cpus(), usable_cpu_count(), openvino_precisions()),
     }
-    result = call("rmcli.tools.tune", request, timeout=max(0.1, started + budget - time.time()))
+    timeout = max(0.1, started + budget - time.time())
+    result = call("rmcli.tools.tune", request, timeout=timeout)
+    if result.get("error", "").startswith("stopped after"):
+        raise UsageError(
+            f"--budget {budget:g} s ran out before one layout was measured; give tune more time"
+        )
     if "error" in result:
         raise RmcliError(f"tune failed: {result['error']}")
     return result
