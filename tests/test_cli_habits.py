@@ -269,15 +269,16 @@ def test_config_set_says_what_it_wrote_and_warns_about_too_many_threads():
     )
 
 
-def test_bench_lists_saved_settings_only_when_some_are_saved():
-    from rmcli.tools.bench import default_configurations, layout_saved
+def test_bench_says_why_the_saved_settings_row_is_absent():
+    from rmcli.tools.bench import default_configurations, why_no_saved_layout
 
-    assert not layout_saved()
-    labels = [c.label for c in default_configurations(2, {}, saved=layout_saved())]
-    assert "cpu-pinned, saved settings" not in labels
+    absent = why_no_saved_layout({})
+    assert absent and "rmcli tune --save" in absent
+    rows = {c.label: c for c in default_configurations(2, {}, saved=absent)}
+    assert rows["cpu-pinned, saved settings"].absent == absent  # listed, not measured
     os.environ["RMCLI_INTRA_THREADS"] = "1"  # the autouse fixture restores the environment
     try:
-        assert layout_saved()
+        assert why_no_saved_layout({}) is None
     finally:
         del os.environ["RMCLI_INTRA_THREADS"]
 

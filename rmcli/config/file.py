@@ -22,6 +22,7 @@ from rmcli.errors import ConfigError
 CONFIG_ENV = "RMCLI_CONFIG"
 LOCK_TIMEOUT_S = 30.0
 PLUGINS = "plugins"
+LAYOUTS = "layout"  # [layout.<model>] tables: thread layouts saved by `rmcli tune --save`
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -213,3 +214,15 @@ def get_plugin_value(path: Path, key: str) -> Any:
     if not isinstance(table, dict) or option not in table:
         raise ConfigError(f"{key} is not set in {path}")
     return table[option]
+
+
+def save_layout(path: Path, model: str, values: Mapping[str, Any]) -> None:
+    """Store ``values`` (None values left out) as the ``[layout.<model>]`` table, replacing it."""
+
+    def change(data: dict[str, Any]) -> None:
+        tables = data.setdefault(LAYOUTS, {})
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{path}: layout must hold [layout.<model>] tables")
+        tables[model] = {k: v for k, v in values.items() if v is not None}
+
+    update_config(path, change)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmcli.config.file import config_path, read_config_file
+from rmcli.config.file import LAYOUTS, config_path, read_config_file
 from rmcli.errors import ConfigError
 
 
@@ -899,6 +899,7 @@ def resolve(
     path = config_path(env) if path is None else path
     data = read_config_file(path)
     plugin_tables = data.pop("plugins", {})
+    layouts = data.pop(LAYOUTS, {})
     if not isinstance(plugin_tables, dict) or not all(
         isinstance(table, dict) for table in plugin_tables.values()
     ):
@@ -931,12 +932,14 @@ def resolve(
             values[key], layers[key] = Value(setting.convert(data[key], origin), origin), FILE
         else:
             values[key], layers[key] = Value(setting.default, "default"), DEFAULT
-    overridden = resolve_groups(values, layers)
+    overridden = resolve_groups(values, layers)  # the model decides which layout is tuned
+    apply_tuned_layout(values, layers, layouts, path)
+    overridden.update(resolve_groups(values, layers))  # a tuned backend leads its group too
     return Settings(values, plugin_tables, overridden)
 
 
-# the layers of :func:`resolve`, strongest first
-FLAG, ENV, FILE, DEFAULT = range(4)
+# the layers of :func:`resolve`, strongest first (TUNED: a model's [layout.<model>] table)
+FLAG, ENV, TUNED, FILE, DEFAULT = range(5)
 
 
 @dataclass(frozen=True)
@@ -981,3 +984,43 @@ def resolve_groups(values: dict[str, Value], layers: dict[str, int]) -> dict[str
     if values["model_path"].value and values["model"].source != "default":
         overridden["model"] = "model_path is set: its custom weights are used instead"
     return overridden
+
+
+# the keys `rmcli tune --save` stores per model, in a [layout.<model>] table
+TUNED_KEYS = (
+    "backend",
+    "precision",
+    "intra_threads",
+    "execution_mode",
+    "inter_threads",
+    "allow_spinning",
+    "cpu_binding",
+)
+
+
+def layout_name(model: str, model_path: str = "") -> str:
+    """The ``[layout.<name>]`` a model's tuned layout is stored under: the model's name, or
+    ``custom:<absolute path>`` for ``model_path`` weights (the name rmcli gives them)."""
+    if model_path:
+        return f"custom:{Path(model_path).expanduser().resolve()}"
+    return model
+
+
+def apply_tuned_layout(
+    values: dict[str, Value], layers: dict[str, int], layouts: Any, path: Path
+) -> None:
+    """Layer the ``[layout.<model>]`` table of the resolved model over the config file's
+    top-level values and the defaults (flags and environment still win); its source reads
+    ``tuned [layout.<model>] <file>``."""
+    if not isinstance(layouts, dict) or not all(isinstance(t, dict) for t in layouts.values()):
+        raise ConfigError(f"{path}: layout must hold [layout.<model>] tables")
+    name = layout_name(values["model"].value, values["model_path"].value)
+    table = layouts.get(name, {})
+    for key, raw in table.items():
+        if key not in TUNED_KEYS:
+            raise ConfigError(
+                f"{path}: [layout.{name}] holds {key!r}; a layout holds {', '.join(TUNED_KEYS)}"
+            )
+        if layers[key] >= FILE:
+            origin = f"tuned [layout.{name}] {path}"
+            values[key], layers[key] = Value(SETTINGS[key].convert(raw, origin), origin), TUNED

@@ -51,6 +51,23 @@ def session_defaults(settings: Settings, keep: set[str] = frozenset()) -> Settin
     return Settings(values, settings.plugins)
 
 
+def variant_settings(settings: Settings, kind: str, folder: str) -> Settings:
+    """``settings`` pointed at a ``kind`` copy of their model, written into ``folder``."""
+    from pathlib import Path
+
+    from rmcli.engine.families import FAMILIES
+    from rmcli.engine.remover import model_for
+    from rmcli.engine.session import store_for
+    from rmcli.tools.variants import make_variant
+
+    model = model_for(settings)
+    if model.family not in FAMILIES:
+        raise RmcliError(f"{model.name}: variants are made for u2net, isnet and birefnet models")
+    source = store_for(settings).ensure(model.weights, model_name=model.name)
+    path = make_variant(kind, Path(source), Path(folder))
+    return settings.with_values("bench --variants", model_path=str(path), model_family=model.family)
+
+
 def thread_count() -> int:
     """Threads in this process (``/proc/self/task``); 0 when unknown."""
     try:
@@ -70,6 +87,8 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     from rmcli.engine.remover import Remover
 
     settings = settings_for(request)
+    if request.get("variant"):
+        settings = variant_settings(settings, request["variant"], request["variant_dir"])
     remover = Remover(settings=settings)
     session = remover.session
     caller_cpus = pin_calling_thread(session.layout)  # as rmcli remove does
@@ -134,15 +153,25 @@ def serve(measure: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
     return 0
 
 
-def call(module: str, request: dict[str, Any], env: Mapping[str, str] | None = None) -> dict:
-    """Run ``python -m module`` in a fresh process; its result, or ``{"error": reason}``."""
-    done = subprocess.run(
-        [sys.executable, "-P", "-m", module],  # -P: the working folder is not on the path
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=dict(os.environ if env is None else env),
-    )
+def call(
+    module: str,
+    request: dict[str, Any],
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> dict:
+    """Run ``python -m module`` in a fresh process; its result, or ``{"error": reason}``
+    (also when it runs past ``timeout`` seconds: it is killed)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", module],  # -P: the working folder is not on the path
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            env=dict(os.environ if env is None else env),
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.1f} s, the time it was given"}
     lines = done.stdout.strip().splitlines()
     try:
         result = json.loads(lines[-1]) if lines else {}

@@ -9,7 +9,13 @@ The search runs in one fresh worker process (``python -m rmcli.tools.tune``). Al
 sessions are built first; then each round times every surviving candidate on the same
 images, interleaved image by image, so load from other processes hits all of them alike.
 After each round the slower half (by median time per image over all its images so far) is
-dropped, and the survivors get twice as many images, until one is left or the budget ends.
+dropped, and the survivors get twice as many images, for up to 60% of the budget. Then the
+leader, the runner-up and the default layout are timed again, interleaved, until the leader
+beats each of the others by more than the noise measured (the paired time ratios' 95%
+interval, by Student's t, excludes 1), or the budget ends: then the winner is the default layout.
+
+The budget covers the whole command: sessions are only built, and images only timed, while
+the time measured so far says they fit before the deadline.
 """
 
 from __future__ import annotations
@@ -28,6 +34,20 @@ from rmcli.errors import RmcliError, UsageError
 from rmcli.tools.bench_worker import call, serve
 
 FIRST_ROUND_IMAGES = 2
+BUILD_SHARE = 0.4  # of the budget: building candidate sessions (the rest measures)
+HALVING_SHARE = 0.6  # of the budget left after building sessions; the rest confirms
+MIN_PAIRS = 3  # paired timings before a difference can count as outside the noise
+# the noise: Student's t (two-sided 95%) standard errors of the mean log time ratio, by
+# degrees of freedom (pairs - 1); a few pairs say little about the spread, so t is large
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+T95_MANY = {10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00, 120: 1.98}  # at least this many
+
+
+def t95(freedom: int) -> float:
+    """Student's t quantile for a two-sided 95% interval (rounded down to the table's rows)."""
+    if freedom in T95:
+        return T95[freedom]
+    return next((t for d, t in sorted(T95_MANY.items(), reverse=True) if freedom >= d), 1.96)
 
 
 @dataclass
@@ -126,25 +146,31 @@ def successive_halving(
     budget: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Candidate]:
-    """Run rounds until one candidate is left or the next round would overrun ``budget``.
+    """Run rounds until one candidate is left or the next image would overrun ``budget``.
 
-    ``time_one(candidate, i)`` times the ``i``-th image of a round. Every candidate is timed
-    at least once, so there is a winner even with a tiny budget; a round cut short by the
-    budget still ranks its candidates on the images all of them got. Returns the
-    leaderboard, best first: by rounds survived, then median time per image.
+    ``time_one(candidate, i)`` times the ``i``-th image of a round. An image is only timed
+    when the slowest time seen so far still fits the budget (the first image of the first
+    round always is, so there is a winner); a round cut short ranks its candidates on what
+    they got. Returns the leaderboard, best first: by rounds survived, then median time.
     """
     start = clock()
     survivors = list(pool)
     images = FIRST_ROUND_IMAGES
+    slowest = 0.0
     while True:
         for i in range(images):
             for candidate in survivors:
+                if slowest and clock() - start + slowest > budget:
+                    break
                 candidate.times.append(time_one(candidate, i))
-            if clock() - start > budget:  # out of time mid-round: rank on what we have
-                break
+                slowest = max(slowest, candidate.times[-1])
+            else:
+                continue
+            break
+        survivors = [c for c in survivors if c.times]
         for candidate in survivors:
             candidate.rounds += 1
-        if len(survivors) == 1 or clock() - start > budget:
+        if len(survivors) <= 1 or clock() - start > budget:
             break
         survivors.sort(key=lambda c: c.median)
         survivors = survivors[: math.ceil(len(survivors) / 2)]
@@ -155,21 +181,125 @@ def successive_halving(
     return sorted(pool, key=lambda c: (-c.rounds, c.median))
 
 
+@dataclass
+class Verdict:
+    """The confirmation's outcome: ``winner`` (the default when ``confirmed`` is False)."""
+
+    winner: Candidate
+    confirmed: bool
+    reason: str
+    leader: str = ""
+    pairs: int = 0
+    ratios: dict[str, tuple[float, float]] = field(default_factory=dict)  # label: (ratio, noise)
+
+
+def compare(leader: list[float], other: list[float]) -> tuple[float, float]:
+    """How much slower ``other`` was than ``leader`` on paired timings: the geometric mean
+    of the time ratios, and the noise as a factor (the 95% interval of the mean log ratio)."""
+    logs = [math.log(b / a) for a, b in zip(leader, other, strict=False) if a > 0 and b > 0]
+    if len(logs) < 2:
+        return 1.0, math.inf
+    error = statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(statistics.fmean(logs)), math.exp(t95(len(logs) - 1) * error)
+
+
+def confirm(
+    contenders: list[Candidate],
+    default: Candidate,
+    time_one: Callable[[Candidate, int], float],
+    budget: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Verdict:
+    """Time ``contenders`` (the default among them) again, interleaved image by image in a
+    rotating order, until the fastest beats every other by more than the noise, or the next
+    pass would overrun ``budget``. Without a clear winner the default layout is kept."""
+    start = clock()
+    times: dict[int, list[float]] = {id(c): [] for c in contenders}
+    slowest = max((max(c.times, default=0.0) for c in contenders), default=0.0)
+    i = 0
+    while True:
+        leader = min(contenders, key=lambda c: statistics.median(times[id(c)] or c.times))
+        others = [c for c in contenders if c is not leader]
+        ratios = {c.label: compare(times[id(leader)], times[id(c)]) for c in others}
+        if i >= MIN_PAIRS and all(r / noise > 1 for r, noise in ratios.values()):
+            reason = "faster than the others beyond the noise"
+            return Verdict(leader, True, reason, leader.label, i, ratios)
+        if clock() - start + slowest * len(contenders) > budget or not others:
+            break
+        order = contenders[i % len(contenders) :] + contenders[: i % len(contenders)]
+        for candidate in order:
+            times[id(candidate)].append(time_one(candidate, i))
+            slowest = max(slowest, times[id(candidate)][-1])
+        i += 1
+    unclear = [label for label, (r, noise) in ratios.items() if r / noise <= 1]
+    if not others:
+        reason = "only the default layout could be measured"
+    elif unclear:
+        reason = f"could not tell {leader.label} from {' or '.join(unclear)} within the budget"
+    else:
+        reason = f"the budget allowed {i} of the {MIN_PAIRS} images needed to judge the noise"
+    return Verdict(default, False, reason, leader.label, i, ratios)
+
+
+def is_default(values: Mapping[str, Any], cores: int) -> bool:
+    """Whether a candidate is rmcli's default layout (all cores, sequential, spinning, unbound)."""
+    return values.get("backend", "cpu-pinned") == "cpu-pinned" and (
+        values["precision"],
+        values["intra_threads"],
+        values["execution_mode"],
+        values["allow_spinning"],
+        values["cpu_binding"],
+    ) == ("fp32", cores, "sequential", True, "")
+
+
+def by_distance(space: Sequence[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
+    """The default layout first, then the others by how many values they change from it, so
+    a budget that cannot build them all still tries each change on its own first."""
+    default = next((v for v in space if is_default(v, cores)), None)
+    if default is None:
+        return list(space)
+
+    def changes(v: dict[str, Any]) -> int:
+        keys = [k for k in default if k != "inter_threads"]  # it comes with parallel mode
+        if v["intra_threads"] == 1 and v["execution_mode"] == "sequential":
+            keys.remove("allow_spinning")  # no pool to spin: not a change of its own
+        return sum(v.get(k) != default[k] for k in keys)
+
+    return sorted(space, key=changes)
+
+
 def measure(request: dict[str, Any]) -> dict[str, Any]:
-    """In the worker: build every candidate session, then halve by measurement."""
-    from rmcli.config.settings import resolve
+    """In the worker: build candidate sessions while they fit the budget, halve, confirm."""
+    from rmcli.config.settings import layout_name, resolve
     from rmcli.engine.layout import pin_calling_thread
     from rmcli.engine.remover import Remover
     from rmcli.images.imaging import load_image
     from rmcli.tools.bench_worker import session_defaults
 
-    started = time.monotonic()
-    flags = {"model": (request["model"], "tune --model")} if request["model"] else None
+    deadline = request["deadline"]  # time.time() by which the command must be done
+
+    def left() -> float:
+        return deadline - time.time() - EXIT_SECONDS
+
+    flags = {k: (v, f"tune --{k.replace('_', '-')}") for k, v in request["model"].items()}
     base = session_defaults(resolve(flags))  # saved layouts must not leak into candidates
     images = [load_image(path, path) for path in request["images"]]
+    cores = request["cores"]
+    ordered = by_distance(request["candidates"], cores)
     pool: list[Candidate] = []
     removers: dict[int, Remover] = {}
-    for values in request["candidates"]:
+    skipped: list[tuple[dict[str, Any], str]] = []  # (values, why not built)
+    build = 0.0  # the slowest session build + warm-up so far
+    grown = 0.0  # the most one session (and its warm-up) added to this process, MiB
+    build_until = time.time() + BUILD_SHARE * left()
+    for values in ordered:
+        if pool and time.time() + build > build_until:
+            skipped.append((values, "budget"))
+            continue
+        if pool and available_mib() < 2 * grown:  # leave a session's worth free
+            skipped.append((values, "memory"))
+            continue
+        began, before = time.time(), resident_mib()
         candidate = Candidate(values)
         settings = base.with_values("tune", **_settable(values))
         remover = Remover(settings=settings)
@@ -177,8 +307,11 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         remover.mask_of(images[0])  # warm-up
         removers[id(candidate)] = remover
         pool.append(candidate)
+        build = max(build, time.time() - began)
+        grown = max(grown, resident_mib() - before)
     rejected = within_error_budget(pool, removers, images, base["mask_error_budget"])
     pool = [c for c in pool if c not in rejected]
+    default = next((c for c in pool if is_default(c.values, cores)), pool[0])
 
     # Like rmcli remove, a bound layout pins the thread that calls run() once sessions exist:
     # each bound candidate gets its own pinned calling thread, the main thread stays free.
@@ -199,31 +332,69 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         caller = callers.get(id(candidate))
         return caller.submit(timed, remover, image).result() if caller else timed(remover, image)
 
-    budget = request["budget"] - (time.monotonic() - started)
     try:
-        board = successive_halving(pool, time_one, budget)
+        board = successive_halving(pool, time_one, HALVING_SHARE * left())
+        contenders = [c for c in board if c.rounds == board[0].rounds][:2]
+        contenders += [default] if default not in contenders else []
+        verdict = confirm(contenders, default, time_one, left())
     finally:
         for caller in callers.values():
             caller.shutdown()
     return {
-        "model": base["model"],
-        "seconds": time.monotonic() - started,
-        "leaderboard": [
-            {
-                "label": c.label,
-                "values": c.values,
-                "median_seconds": c.median,
-                "images_timed": len(c.times),
-                "rounds": c.rounds,
-                "session_seconds": c.session_seconds,
-                "mask_error": c.mask_error,
-            }
-            for c in board
-        ],
+        "model": base["model"] if not base["model_path"] else removers[id(default)].model.name,
+        "layout_name": layout_name(base["model"], base["model_path"]),
+        "seconds": time.time() - request["started"],
+        "leaderboard": [_entry(c) for c in board],
+        "winner": _entry(verdict.winner),
+        "confirmed": verdict.confirmed,
+        "reason": verdict.reason,
+        "leader": verdict.leader,
+        "pairs": verdict.pairs,
+        "ratios": verdict.ratios,
+        "default": default.label,
+        "skipped": [(Candidate(v).label, why) for v, why in skipped],
         "mask_error_budget": base["mask_error_budget"],
         "rejected": [
             {"label": c.label, "values": c.values, "mask_error": c.mask_error} for c in rejected
         ],
+    }
+
+
+def available_mib() -> float:
+    """Memory the system can still give (``MemAvailable``), MiB; infinite when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.inf
+
+
+def resident_mib() -> float:
+    """This process's resident memory now, MiB (0 when unknown)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+EXIT_SECONDS = 0.5  # kept for the worker to exit and the command to print and save
+
+
+def _entry(c: Candidate) -> dict[str, Any]:
+    return {
+        "label": c.label,
+        "values": c.values,
+        "median_seconds": c.median if c.times else None,
+        "images_timed": len(c.times),
+        "rounds": c.rounds,
+        "session_seconds": c.session_seconds,
+        "mask_error": c.mask_error,
     }
 
 
@@ -265,19 +436,29 @@ def _settable(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def run_tune(model: str | None, budget: float, images: Sequence[Path]) -> dict[str, Any]:
-    """Run the search in a fresh worker process and return its result."""
+def run_tune(
+    model: Mapping[str, str], budget: float, images: Sequence[Path], started: float
+) -> dict[str, Any]:
+    """Run the search in a fresh worker process, done by ``started + budget`` (``time.time()``);
+    the worker is stopped if it runs over (an error: not even one candidate fitted)."""
     from rmcli.cpus import allowed_cpus, usable_cpu_count
 
     if budget <= 0:
         raise UsageError("--budget must be a positive number of seconds")
     request = {
-        "model": model,
-        "budget": budget,
+        "model": dict(model),
+        "started": started,
+        "deadline": started + budget,
         "images": [str(p) for p in images],
+        "cores": usable_cpu_count(),
         "candidates": candidates(allowed_cpus(), usable_cpu_count(), openvino_precisions()),
     }
-    result = call("rmcli.tools.tune", request)
+    timeout = max(0.1, started + budget - time.time())
+    result = call("rmcli.tools.tune", request, timeout=timeout)
+    if result.get("error", "").startswith("stopped after"):
+        raise UsageError(
+            f"--budget {budget:g} s ran out before one layout was measured; give tune more time"
+        )
     if "error" in result:
         raise RmcliError(f"tune failed: {result['error']}")
     return result
@@ -287,7 +468,7 @@ def openvino_precisions() -> list[str]:
     """The precisions openvino can run here: [] without it, fp32, and bf16 where native."""
     from rmcli.tools.bench import openvino_configurations
 
-    return [c.values["precision"] for c in openvino_configurations({})]
+    return [c.values["precision"] for c in openvino_configurations({}) if not c.absent]
 
 
 def winner_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,19 +485,12 @@ def winner_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def save_settings(values: Mapping[str, Any]) -> Path:
-    """Write ``values`` into the user config file (None removes a key); returns its path."""
-    from rmcli.config.file import config_path, update_config
-
-    def change(data: dict[str, Any]) -> None:
-        for key, value in values.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
+def save_layout(name: str, values: Mapping[str, Any]) -> Path:
+    """Store ``values`` as the tuned ``[layout.<name>]`` table of the user config file."""
+    from rmcli.config.file import config_path, save_layout
 
     path = config_path()
-    update_config(path, change)  # locked and atomic; a broken file raises and is left alone
+    save_layout(path, name, values)  # locked and atomic; a broken file raises and is left alone
     return path
 
 
@@ -327,8 +501,11 @@ def format_leaderboard(result: Mapping[str, Any]) -> str:
     lines = [f"{'#':>2}  {'median ms':>9}  {'images':>6}  {'rounds':>6}  {'mask err':>8}  layout"]
     for rank, entry in enumerate(board, 1):
         mark = "" if entry["rounds"] == best_rounds else "  (dropped)"
+        if not entry["images_timed"]:
+            mark = "  (not timed: budget)"
+        median = "-" if entry["median_seconds"] is None else f"{1000 * entry['median_seconds']:.1f}"
         lines.append(
-            f"{rank:>2}  {1000 * entry['median_seconds']:>9.1f}  {entry['images_timed']:>6}  "
+            f"{rank:>2}  {median:>9}  {entry['images_timed']:>6}  "
             f"{entry['rounds']:>6}  {entry.get('mask_error', 0.0):>8.2f}  {entry['label']}{mark}"
         )
     budget = result.get("mask_error_budget")
@@ -337,6 +514,21 @@ def format_leaderboard(result: Mapping[str, Any]) -> str:
             f"{'-':>2}  {'':>9}  {'':>6}  {'':>6}  {entry['mask_error']:>8.2f}  "
             f"{entry['label']}  (rejected: mask error over the budget {budget:g})"
         )
+    for label, why in result.get("skipped", []):
+        lines.append(f"{'-':>2}  {'':>9}  {'':>6}  {'':>6}  {'':>8}  {label}  (not built: {why})")
+    return "\n".join(lines)
+
+
+def format_verdict(result: Mapping[str, Any]) -> str:
+    """The confirmation: each runner-up's time ratio to the leader, with the noise."""
+    lines = [f"confirmation: {result['pairs']} interleaved images each, leader {result['leader']}"]
+    for label, (ratio, noise) in result["ratios"].items():
+        shown = "unknown" if math.isinf(noise) else f"x/ {noise:.3f}"
+        lines.append(f"  {label}: {ratio:.3f}x the leader's time (noise {shown})")
+    if result["confirmed"]:
+        lines.append(f"winner: {result['winner']['label']} ({result['reason']})")
+    else:
+        lines.append(f"no clear winner: {result['reason']}; keeping the default layout")
     return "\n".join(lines)
 
 
