@@ -120,3 +120,19 @@ def test_encoding_threads_come_from_the_layout(remover):
     assert remover.layout.encode_threads == max(
         1, remover.layout.usable_cpus // remover.settings["inflight"]
     )
+
+
+def test_a_format_a_program_chose_beats_the_output_files_suffix(tiny_model, photos, tmp_path):
+    """What counts is the layer a value came from, whatever the text that names it."""
+    from rmcli.config.settings import Layer, resolve
+
+    base = resolve(env={}, path=tmp_path / "absent.toml")
+    chosen = base.with_values("my program", model_path=str(tiny_model), model_family="u2net")
+    for settings, fmt in (
+        (chosen.with_values("my program", output_format="png"), "png"),  # chosen: kept
+        (chosen.derived("derived by a front end", output_format="png"), "webp"),  # suffix
+        (chosen, "webp"),  # the default: the suffix decides
+    ):
+        assert settings.layer("model_path") is Layer.API
+        batch = Batch(Remover(settings=settings), [photos / "p0.png"], tmp_path / "out.webp")
+        assert batch.options.fmt == fmt

@@ -140,4 +140,4 @@ def list_(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config", short_help="Show and change settings (config.toml).")
+    app.add_typer(config_app, name="config")

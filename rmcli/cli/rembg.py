@@ -233,5 +233,5 @@ def _run(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(short_help="rembg i: one image to one file, with rembg's flags.")(i)
-    app.command(short_help="rembg p: a folder of images to a folder, with rembg's flags.")(p)
+    app.command()(i)
+    app.command()(p)

@@ -251,4 +251,4 @@ def register(app: typer.Typer) -> None:
         signature = inspect.signature(remove, eval_str=True)
         fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
         remove.__signature__ = signature.replace(parameters=[*fixed, *setting_parameters()])
-    app.command(short_help="Cut out files, folders, globs or stdin; print written paths.")(remove)
+    app.command()(remove)

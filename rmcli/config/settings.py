@@ -1,10 +1,13 @@
 """The settings table and its layered resolution: flags > environment > user TOML > defaults.
 
-Every value carries its source: ``flag --x``, ``env RMCLI_X``, ``file <path>`` or ``default``.
+Every value carries its :class:`Layer` (what code asks about, through ``Settings.layer`` and
+``Settings.given``) and a display text for people: ``flag --x``, ``env RMCLI_X``,
+``file <path>``, ``default``...
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +16,22 @@ from typing import Any
 
 from rmcli.config.file import config_path, read_config_file
 from rmcli.errors import ConfigError
+
+
+class Layer(enum.Enum):
+    """Where a resolved value came from; behaviour asks this, never the display text."""
+
+    DEFAULT = "default"  # the table's default
+    FILE = "file"  # the config file
+    TUNED = "tuned"  # measured by ``rmcli tune`` and saved
+    ENV = "env"  # an RMCLI_* environment variable
+    FLAG = "flag"  # a command-line flag
+    API = "API"  # a program: Remover(...), create_app(...), Settings.with_values
+    DERIVED = "derived"  # set by rmcli from other values (a core budget, a service's slots)
+
+
+# the layers a person or program chose a value in (not the default, not derived by rmcli)
+GIVEN = frozenset({Layer.FILE, Layer.TUNED, Layer.ENV, Layer.FLAG, Layer.API})
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -116,8 +135,9 @@ class Setting:
         env = os.environ if env is None else env
         return next((name for name in self.env_names if env.get(name, "") != ""), None)
 
-    def convert(self, raw: Any, origin: str) -> Any:
-        """Parse and validate ``raw`` from ``origin`` (a source such as ``env RMCLI_X``).
+    def convert(self, raw: Any, origin: str, layer: Layer = Layer.API) -> Any:
+        """Parse and validate ``raw`` from ``origin`` (a source such as ``env RMCLI_X``) in
+        ``layer``.
 
         A :class:`ConfigError` names where the value came from, the value and what is wrong,
         e.g. ``RMCLI_INTRA_THREADS='four' is not an integer``.
@@ -132,24 +152,24 @@ class Setting:
                 if self.maximum is not None and value > self.maximum:
                     raise ValueError(f"is above the maximum {self.maximum}")
         except ValueError as exc:
-            raise ConfigError(self._problem(raw, origin, str(exc))) from None
+            raise ConfigError(self._problem(raw, origin, layer, str(exc))) from None
         return value
 
-    def _problem(self, raw: Any, origin: str, reason: str) -> str:
-        kind, _, where = origin.partition(" ")
-        if kind == "env" and where == self.env:
+    def _problem(self, raw: Any, origin: str, layer: Layer, reason: str) -> str:
+        where = origin.partition(" ")[2]  # the variable, flag or file after "env ", "flag "...
+        if layer is Layer.ENV:
+            alias = "" if where == self.env else f" (setting {self.key})"
+            return f"{where}={raw!r} {reason}{alias}"
+        if layer is Layer.FLAG:
             return f"{where}={raw!r} {reason}"
-        if kind == "env":  # an alias
-            return f"{where}={raw!r} {reason} (setting {self.key})"
-        if kind == "flag":
-            return f"{where}={raw!r} {reason}"
-        if kind == "file":
+        if layer is Layer.FILE:
             return f"{where}: {self.key}={raw!r} {reason}"
         return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
 
 # the families of custom weights (rmcli.engine.families.FAMILIES) and the u2net_cloth_seg
-# categories; kept here so the settings need not import the model code (a test keeps them equal)
+# categories; kept here so the settings need not import the model code (tests/test_settings.py
+# keeps them equal)
 MODEL_FAMILIES = ("u2net", "isnet", "birefnet")
 CLOTH_CATEGORIES = ("upper", "lower", "full", "attire")
 MAX_THREADS = 256
@@ -746,10 +766,12 @@ def format_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Value:
-    """A resolved setting: its value and the layer it came from."""
+    """A resolved setting: its value, the layer it came from and, for people, where exactly
+    (``flag --model``, ``env RMCLI_MODEL``, ``file <path>``, ``Remover(model=...)``)."""
 
     value: Any
     source: str
+    layer: Layer
 
 
 @dataclass(frozen=True)
@@ -769,7 +791,17 @@ class Settings(Mapping[str, Any]):
         return len(self.values)
 
     def source(self, key: str) -> str:
+        """Where ``key``'s value came from, for messages (``flag --model``, ``default``)."""
         return self.values[key].source
+
+    def layer(self, key: str) -> Layer:
+        """The layer ``key``'s value came from."""
+        return self.values[key].layer
+
+    def given(self, key: str) -> bool:
+        """True when a person or program chose ``key``'s value (file, tuned, env, flag, API),
+        False for the default or a value rmcli derived from others."""
+        return self.values[key].layer in GIVEN
 
     def lines(self) -> list[str]:
         """``key = value (source)`` for every setting, as ``rmcli remove -v`` prints them."""
@@ -783,13 +815,20 @@ class Settings(Mapping[str, Any]):
         """The values that shape an ONNX Runtime session, for caching sessions."""
         return tuple((k, v.value) for k, v in sorted(self.values.items()) if SETTINGS[k].session)
 
-    def with_values(self, source: str = "code", **values: Any) -> Settings:
-        """A copy with some values replaced (validated) and marked as coming from ``source``."""
+    def with_values(
+        self, source: str = "code", layer: Layer = Layer.API, /, **values: Any
+    ) -> Settings:
+        """A copy with some values replaced (validated), from ``layer`` (a program's choice
+        unless said otherwise) and shown as coming from ``source``."""
         new = dict(self.values)
         for key, raw in values.items():
             setting = known_setting(key)
-            new[key] = Value(setting.convert(raw, source), source)
+            new[key] = Value(setting.convert(raw, source, layer), source, layer)
         return Settings(new, self.plugins)
+
+    def derived(self, source: str, /, **values: Any) -> Settings:
+        """A copy with values rmcli derived from others (``source`` says how)."""
+        return self.with_values(source, Layer.DERIVED, **values)
 
 
 # ``rmcli remove``'s settings that ``rmcli serve`` takes as flags too: what a model and its
@@ -829,10 +868,12 @@ def resolve(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     path: Path | None = None,
+    flags_layer: Layer = Layer.FLAG,
 ) -> Settings:
     """Resolve every setting: ``flags`` (None = not given) > ``env`` > config file > default.
 
-    ``flags`` maps a key to its value, or to ``(value, "flag --name")`` to name the flag.
+    ``flags`` maps a key to its value, or to ``(value, "flag --name")`` to name the flag;
+    ``flags_layer`` is :attr:`Layer.API` when a program, not a command line, gives them.
     """
     env = os.environ if env is None else env
     path = config_path(env) if path is None else path
@@ -859,13 +900,15 @@ def resolve(
         else:
             raw, origin = flag, "flag --" + key.replace("_", "-")
         if raw is not None:
-            values[key] = Value(setting.convert(raw, origin), origin)
+            values[key] = Value(setting.convert(raw, origin, flags_layer), origin, flags_layer)
             continue
         name = setting.env_override(env)
         if name is not None:
-            values[key] = Value(setting.convert(env[name], f"env {name}"), f"env {name}")
+            origin = f"env {name}"
+            values[key] = Value(setting.convert(env[name], origin, Layer.ENV), origin, Layer.ENV)
         elif key in data:
-            values[key] = Value(setting.convert(data[key], f"file {path}"), f"file {path}")
+            origin = f"file {path}"
+            values[key] = Value(setting.convert(data[key], origin, Layer.FILE), origin, Layer.FILE)
         else:
-            values[key] = Value(setting.default, "default")
+            values[key] = Value(setting.default, "default", Layer.DEFAULT)
     return Settings(values, plugin_tables)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rmcli.config.settings import Layer
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.executor import Stop
 from rmcli.contracts.jobs import Job, Result
@@ -35,7 +35,7 @@ from rmcli.images.inputs import STDIO, plan_jobs, without_existing
 from rmcli.video import pipeline as video
 
 if TYPE_CHECKING:
-    from rmcli.contracts.executor import Masker as Remover
+    from rmcli.contracts.executor import Masker
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ class Aborted(Exception):
 
 
 def process(
-    remover: Remover,
+    remover: Masker,
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
-    stop: threading.Event | None = None,
+    stop: Stop | None = None,
 ) -> None:
     """Read, cut out and write one job; an unusable input raises :class:`InputError`.
 
@@ -59,7 +59,7 @@ def process(
     A clip (video, animated GIF/WebP) goes to :mod:`rmcli.video`, which stops mid-clip once
     ``stop`` is set.
     """
-    abort = getattr(stop, "aborted", None)
+    abort = None if stop is None else stop.aborted
 
     def check() -> None:
         if abort is not None and abort.is_set():
@@ -117,11 +117,11 @@ def _labelled(label: str, message: str) -> None:
 
 
 def process_isolated(
-    remover: Remover,
+    remover: Masker,
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
-    stop: threading.Event | None = None,
+    stop: Stop | None = None,
 ) -> Result | None:
     """:func:`process` as a :class:`Result`: an unusable input, or an unexpected exception
     while handling this one input, is this input's failure and the batch goes on. None when
@@ -146,10 +146,10 @@ def process_isolated(
 
 
 def run_local(
-    remover: Remover,
+    remover: Masker,
     jobs: Iterable[Job],
     options: OutputOptions,
-    stop: threading.Event | None = None,
+    stop: Stop | None = None,
     clock: Clock = untimed,
 ) -> Iterator[Result]:
     """Process jobs in this process, ``inflight`` (a setting) at a time, in input order.
@@ -241,7 +241,7 @@ class Batch:
 
     def __init__(
         self,
-        remover: Remover,
+        remover: Masker,
         inputs: Sequence[str | Path],
         output: str | Path | None = None,
         *,
@@ -287,8 +287,7 @@ class Batch:
                 f"-o {out} names one file, but there are {len(jobs)} inputs: "
                 "give a folder to write several cut-outs"
             )
-        source = self.remover.settings.source("output_format")
-        if not source.startswith(("flag", "Remover(")):
+        if self.remover.settings.layer("output_format") not in (Layer.FLAG, Layer.API):
             self.options = replace(self.options, fmt=file_format)
         job = jobs[0]
         target = out if storage.is_url(out) else Path(out)

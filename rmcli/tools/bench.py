@@ -77,7 +77,7 @@ def layout_saved() -> bool:
     from rmcli.tools.bench_worker import LAYOUT_KEYS
 
     settings = resolve()
-    return any(settings.source(key) != "default" for key in LAYOUT_KEYS)
+    return any(settings.given(key) for key in LAYOUT_KEYS)
 
 
 def openvino_configurations(sets: Mapping[str, str]) -> list[Configuration]:

@@ -157,7 +157,7 @@ def successive_halving(
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """In the worker: build every candidate session, then halve by measurement."""
-    from rmcli.config.settings import resolve
+    from rmcli.config.settings import Layer, resolve
     from rmcli.engine.layout import pin_calling_thread
     from rmcli.engine.remover import Remover
     from rmcli.images.imaging import load_image
@@ -165,7 +165,8 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
 
     started = time.monotonic()
     flags = {"model": (request["model"], "tune --model")} if request["model"] else None
-    base = session_defaults(resolve(flags))  # saved layouts must not leak into candidates
+    # saved layouts must not leak into candidates
+    base = session_defaults(resolve(flags, flags_layer=Layer.API))
     images = [load_image(path, path) for path in request["images"]]
     pool: list[Candidate] = []
     removers: dict[int, Remover] = {}
