@@ -136,3 +136,29 @@ def test_a_format_a_program_chose_beats_the_output_files_suffix(tiny_model, phot
         assert settings.layer("model_path") is Layer.API
         batch = Batch(Remover(settings=settings), [photos / "p0.png"], tmp_path / "out.webp")
         assert batch.options.fmt == fmt
+
+
+def test_an_executor_plugin_needs_only_names_from_rmcli(remover, photos, tmp_path):
+    import rmcli
+
+    class InOrder(rmcli.Executor):
+        name = "in-order"
+        in_process = True
+
+        def run(self, remover, jobs, options, stop=None, clock=rmcli.untimed):
+            return enumerate(rmcli.run_local(remover, jobs, options, stop, clock))
+
+    options = rmcli.OutputOptions.from_settings(remover.settings)
+    sources = sorted(photos.iterdir())
+    jobs = [rmcli.Job(p.name, p, tmp_path / f"{p.stem}.png") for p in sources]
+    results = list(InOrder().run(remover, jobs, options, rmcli.Stop()))
+    assert [(i, r.error) for i, r in results] == [(i, None) for i in range(len(jobs))]
+    assert all(job.output.exists() for job in jobs)
+
+    stop = rmcli.Stop()
+    stop.abort()  # a second Ctrl-C: started jobs write nothing more
+    late = rmcli.Job("late", sources[0], tmp_path / "late.png")
+    rmcli.process(remover, rmcli.Job("now", sources[0], tmp_path / "now.png"), options)
+    assert (tmp_path / "now.png").exists()
+    assert list(InOrder().run(remover, [late], options, stop)) == []
+    assert not (tmp_path / "late.png").exists()
