@@ -2,7 +2,7 @@
 
 This module is the stable API for programs and plugins: everything a backend, model or
 executor plugin needs is importable from ``rmcli`` itself (see docs/plugins.md). Names are
-imported lazily, so ``import rmcli`` stays light (no onnxruntime, numpy or Pillow).
+imported lazily, so ``import rmcli`` stays light (no pluggy, onnxruntime, numpy or Pillow).
 
 Each public name is listed once, as an ``import NAME as NAME`` line below (the form type
 checkers read as a re-export): the light ones are imported now, the ``TYPE_CHECKING`` ones on
@@ -20,7 +20,6 @@ from rmcli.errors import InputError as InputError
 from rmcli.errors import ModelError as ModelError
 from rmcli.errors import RmcliError as RmcliError
 from rmcli.errors import UsageError as UsageError
-from rmcli.hookspecs import hookimpl as hookimpl
 from rmcli.version import __version__ as __version__
 
 if TYPE_CHECKING:
@@ -58,6 +57,7 @@ if TYPE_CHECKING:
     from rmcli.engine.runner import Batch as Batch
     from rmcli.engine.runner import process as process
     from rmcli.engine.runner import run_local as run_local
+    from rmcli.hookspecs import hookimpl as hookimpl
 
 
 def _public() -> tuple[list[str], dict[str, str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from typing import Annotated, NamedTuple
 
 import click
@@ -164,6 +163,8 @@ def main() -> None:
         code = exc.exit_code
     except RmcliError as exc:
         if os.environ.get("RMCLI_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         print(error_line(str(exc)), file=sys.stderr)
         code = exc.exit_code

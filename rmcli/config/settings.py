@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmcli.config.file import config_path, read_config_file
 from rmcli.errors import ConfigError
 
 
@@ -876,6 +875,8 @@ def resolve(
     ``flags_layer`` is :attr:`Layer.API` when a program, not a command line, gives them.
     """
     env = os.environ if env is None else env
+    from rmcli.config.file import config_path, read_config_file  # tomllib: not for --help
+
     path = config_path(env) if path is None else path
     data = read_config_file(path)
     plugin_tables = data.pop("plugins", {})
