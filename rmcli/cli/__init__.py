@@ -177,13 +177,18 @@ def main() -> None:
 
 
 def _usage_message(exc: Exception) -> str:
-    """Click's message, with a missing input said plainly."""
-    from click.exceptions import MissingParameter
+    """Click's message, with a missing input and an unknown option said plainly (in the same
+    words whatever Click's version)."""
+    from click.exceptions import MissingParameter, NoSuchOption
 
     if isinstance(exc, MissingParameter) and exc.param is not None:
         name = (exc.param.metavar or exc.param.name or "").upper()
         if exc.param.param_type_name == "argument":
             return f"missing {name}"
+    if isinstance(exc, NoSuchOption):
+        close = sorted(exc.possibilities or ())
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        return f"no such option: {exc.option_name}{hint}"
     message = exc.format_message()
     return message[:1].lower() + message[1:] if message else "usage error"
 
