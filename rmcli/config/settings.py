@@ -167,7 +167,7 @@ class Setting:
 
 
 # the families of custom weights (rmcli.engine.families.FAMILIES) and the u2net_cloth_seg
-# categories; kept here so the settings need not import the model code (tests/test_settings.py
+# categories; kept here so the settings need not import the model code (tests/test_config.py
 # keeps them equal)
 MODEL_FAMILIES = ("u2net", "isnet", "birefnet")
 CLOTH_CATEGORIES = ("upper", "lower", "full", "attire")
@@ -874,9 +874,9 @@ def resolve(
     ``flags`` maps a key to its value, or to ``(value, "flag --name")`` to name the flag;
     ``flags_layer`` is :attr:`Layer.API` when a program, not a command line, gives them.
     """
-    env = os.environ if env is None else env
     from rmcli.config.file import config_path, read_config_file  # tomllib: not for --help
 
+    env = os.environ if env is None else env
     path = config_path(env) if path is None else path
     data = read_config_file(path)
     plugin_tables = data.pop("plugins", {})
