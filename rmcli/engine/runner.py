@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ def process(
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
-    stop: Stop | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Read, cut out and write one job; an unusable input raises :class:`InputError`.
 
@@ -59,7 +60,7 @@ def process(
     A clip (video, animated GIF/WebP) goes to :mod:`rmcli.video`, which stops mid-clip once
     ``stop`` is set.
     """
-    abort = None if stop is None else stop.aborted
+    abort = stop.aborted if isinstance(stop, Stop) else None  # a plain Event: no abort
 
     def check() -> None:
         if abort is not None and abort.is_set():
@@ -121,7 +122,7 @@ def process_isolated(
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
-    stop: Stop | None = None,
+    stop: threading.Event | None = None,
 ) -> Result | None:
     """:func:`process` as a :class:`Result`: an unusable input, or an unexpected exception
     while handling this one input, is this input's failure and the batch goes on. None when
@@ -149,7 +150,7 @@ def run_local(
     remover: Masker,
     jobs: Iterable[Job],
     options: OutputOptions,
-    stop: Stop | None = None,
+    stop: threading.Event | None = None,
     clock: Clock = untimed,
 ) -> Iterator[Result]:
     """Process jobs in this process, ``inflight`` (a setting) at a time, in input order.
