@@ -108,3 +108,46 @@ def remover(u2netp_path):
     from rmcli import Remover
 
     return Remover(model="u2netp")
+
+
+# --- tiers: a plain `pytest` leaves out what is marked slow (pyproject.toml's addopts) --------
+
+# modules whose tests mostly start processes: the rmcli command, servers, Dask clusters, a
+# browser, pip installs
+SLOW_MODULES = {
+    "test_backends",
+    "test_bench",
+    "test_cli",
+    "test_cli_habits",
+    "test_config",
+    "test_dask",
+    "test_faulty_plugins_and_weights",
+    "test_interrupts",
+    "test_models_cli",
+    "test_openvino",
+    "test_openvino_install",
+    "test_output_files",
+    "test_parity",
+    "test_plugin_api",
+    "test_plugins",
+    "test_promises",
+    "test_serve",
+    "test_serve_dask",
+    "test_startup",
+    "test_storage",
+    "test_tune",
+    "test_video",
+    "test_lowmem",
+    "test_model_example",
+}
+SLOW_FIXTURES = {"u2netp_path"}  # the real model (fetched, then a real session per test)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tier: the modules above, and every test that needs a slow fixture."""
+    for item in items:
+        module = getattr(item, "module", None)
+        slow_module = module is not None and module.__name__ in SLOW_MODULES
+        if slow_module or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -15,7 +15,7 @@ import pytest
 from conftest import EXAMPLES, ROOT, rmcli
 
 from rmcli.atomic import temporary_pattern
-from rmcli.config.settings import SETTINGS, Setting, flag_help, resolve
+from rmcli.config.settings import SETTINGS, Layer, Setting, flag_help, resolve
 from rmcli.cpus import allowed_cpus
 from rmcli.errors import ConfigError
 from rmcli.tools import config_doc
@@ -60,6 +60,7 @@ def test_each_layer_beats_every_lower_one(high, low, tmp_path):
     settings = resolve(flags, env=env, path=path)
     assert settings["intra_threads"] == 2
     assert settings.source("intra_threads") == SOURCE.get(high, f"file {path}")
+    assert settings.layer("intra_threads") is Layer(high) and settings.given("intra_threads")
 
 
 def test_without_any_layer_every_key_is_its_default(tmp_path):
@@ -68,6 +69,7 @@ def test_without_any_layer_every_key_is_its_default(tmp_path):
     for key, setting in SETTINGS.items():
         assert settings[key] == setting.default
         assert settings.source(key) == "default"
+        assert settings.layer(key) is Layer.DEFAULT and not settings.given(key)
 
 
 def test_list_sources_names_each_layer():
@@ -435,3 +437,29 @@ def test_a_config_path_that_is_a_fifo_does_not_hang(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert "the config file is not a regular file" in done.stderr.decode()
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+
+def test_a_program_and_rmcli_itself_are_layers_of_their_own(tmp_path):
+    from rmcli import Remover
+
+    settings = resolve(env={}, path=tmp_path / "absent.toml")
+    chosen = settings.with_values("flag-like text", intra_threads=2)  # the text is not the layer
+    assert chosen.layer("intra_threads") is Layer.API and chosen.given("intra_threads")
+    derived = settings.derived("serve: one thread per slot", intra_threads=1)
+    assert derived.layer("intra_threads") is Layer.DERIVED and not derived.given("intra_threads")
+    assert derived.source("intra_threads") == "serve: one thread per slot"
+    remover = Remover(model="u2netp", intra_threads=3)
+    assert remover.settings.layer("intra_threads") is Layer.API
+    assert remover.settings.source("intra_threads") == "Remover(intra_threads=...)"
+
+
+def test_the_settings_choice_lists_match_the_model_code():
+    from rmcli.config.settings import CLOTH_CATEGORIES, MODEL_FAMILIES
+    from rmcli.engine import families
+
+    assert MODEL_FAMILIES == tuple(families.FAMILIES)
+    assert CLOTH_CATEGORIES == tuple(families.CLOTH_CATEGORIES)
+    assert SETTINGS["model_family"].choices == MODEL_FAMILIES

@@ -11,9 +11,9 @@ from conftest import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
-from rmcli.builtins.dask_executor import session_threads
 
 distributed = pytest.importorskip("distributed")
+from worker_sessions import CountSessions, session_threads  # noqa: E402 (needs distributed)
 
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
 
@@ -31,6 +31,7 @@ def client():
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        client.register_plugin(CountSessions())
         yield client
 
 

@@ -18,6 +18,7 @@ def test_builtin_executors_are_registered_through_the_hook():
     assert get_executor("local").in_process
 
 
+@pytest.mark.slow  # a subprocess
 def test_unknown_executor_is_a_usage_error_naming_the_known_ones(tmp_path):
     done = rmcli("remove", "missing.jpg", "-o", str(tmp_path), "--executor", "dusk")
     assert done.returncode == 2
@@ -50,6 +51,7 @@ def test_an_interrupted_run_still_reports_every_finished_result():
     assert list(in_input_order(finished)) == [results[1], results[3]]
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_bad_scheduler_address_is_one_line_and_exit_2(tmp_path):
     done = rmcli(
         "remove", str(EXAMPLES / "car-1.jpg"), "-o", str(tmp_path), "--executor", "dask",

@@ -227,6 +227,7 @@ def test_every_mutated_input_is_written_whole_or_refused_in_one_line(tiny_remove
 BATCH_SIZE = 40
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_batch_of_mutated_inputs_ends_with_a_summary_never_a_traceback(tmp_path):
     """The same mutations through the command line: exit 0 or 1, one line per refused input."""
 

@@ -36,7 +36,7 @@ def test_example_plugins_import_only_the_top_level_api(path):
 
 
 def test_importing_rmcli_stays_light():
-    heavy = "('onnxruntime', 'numpy', 'PIL')"
+    heavy = "('onnxruntime', 'numpy', 'PIL', 'pluggy')"
     code = f"import sys, rmcli; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
@@ -164,3 +164,43 @@ def test_a_plugin_exiting_at_import_or_crashing_in_availability_is_named(tmp_pat
     assert "driver probe crashed" in rows["flaky"]["reason"]
     assert rows["cpu-pinned"]["available"] is True
     assert "plugin 'rmcli_exits'" in done.stderr.decode() and "SystemExit" in done.stderr.decode()
+
+
+SHADOW = """
+from rmcli import Backend, hookimpl
+
+
+class Shadow(Backend):
+    name = "cpu-pinned"
+    summary = "SHADOW: a third-party cpu-pinned"
+    replaces = {replaces}
+
+
+@hookimpl
+def register_backends(register):
+    register(Shadow())
+"""
+
+
+def test_a_plugin_shadowing_a_builtin_is_refused_unless_it_says_it_replaces_it(tmp_path):
+    def summary_of_cpu_pinned(env):
+        done = rmcli("backends", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        rows = {row["name"]: row for row in json.loads(done.stdout)}
+        return rows["cpu-pinned"]["summary"], done.stderr.decode()
+
+    (tmp_path / "a").mkdir()
+    env = install(tmp_path / "a", "rmcli_shadow", SHADOW.format(replaces=False), "2.0")
+    summary, err = summary_of_cpu_pinned(env)
+    assert not summary.startswith("SHADOW")  # the built-in keeps its name
+    assert (
+        "backend 'cpu-pinned' of plugin 'rmcli_shadow' (distribution rmcli_shadow 2.0) is not "
+        "used: the name belongs to the built-in plugin 'rmcli.builtins.cpu_pinned' "
+        f"(distribution rmcli {api.__version__})"
+    ) in err
+    assert err.count("is not used") == 1
+
+    (tmp_path / "b").mkdir()
+    env = install(tmp_path / "b", "rmcli_shadow", SHADOW.format(replaces=True), "2.0")
+    summary, err = summary_of_cpu_pinned(env)
+    assert summary.startswith("SHADOW") and "is not used" not in err

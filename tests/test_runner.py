@@ -120,3 +120,45 @@ def test_encoding_threads_come_from_the_layout(remover):
     assert remover.layout.encode_threads == max(
         1, remover.layout.usable_cpus // remover.settings["inflight"]
     )
+
+
+def test_a_format_a_program_chose_beats_the_output_files_suffix(tiny_model, photos, tmp_path):
+    """What counts is the layer a value came from, whatever the text that names it."""
+    from rmcli.config.settings import Layer, resolve
+
+    base = resolve(env={}, path=tmp_path / "absent.toml")
+    chosen = base.with_values("my program", model_path=str(tiny_model), model_family="u2net")
+    for settings, fmt in (
+        (chosen.with_values("my program", output_format="png"), "png"),  # chosen: kept
+        (chosen.derived("derived by a front end", output_format="png"), "webp"),  # suffix
+        (chosen, "webp"),  # the default: the suffix decides
+    ):
+        assert settings.layer("model_path") is Layer.API
+        batch = Batch(Remover(settings=settings), [photos / "p0.png"], tmp_path / "out.webp")
+        assert batch.options.fmt == fmt
+
+
+def test_an_executor_plugin_needs_only_names_from_rmcli(remover, photos, tmp_path):
+    import rmcli
+
+    class InOrder(rmcli.Executor):
+        name = "in-order"
+        in_process = True
+
+        def run(self, remover, jobs, options, stop=None, clock=rmcli.untimed):
+            return enumerate(rmcli.run_local(remover, jobs, options, stop, clock))
+
+    options = rmcli.OutputOptions.from_settings(remover.settings)
+    sources = sorted(photos.iterdir())
+    jobs = [rmcli.Job(p.name, p, tmp_path / f"{p.stem}.png") for p in sources]
+    results = list(InOrder().run(remover, jobs, options, rmcli.Stop()))
+    assert [(i, r.error) for i, r in results] == [(i, None) for i in range(len(jobs))]
+    assert all(job.output.exists() for job in jobs)
+
+    stop = rmcli.Stop()
+    stop.abort()  # a second Ctrl-C: started jobs write nothing more
+    late = rmcli.Job("late", sources[0], tmp_path / "late.png")
+    rmcli.process(remover, rmcli.Job("now", sources[0], tmp_path / "now.png"), options)
+    assert (tmp_path / "now.png").exists()
+    assert list(InOrder().run(remover, [late], options, stop)) == []
+    assert not (tmp_path / "late.png").exists()

@@ -45,6 +45,7 @@ def test_weights_file_names_cannot_leave_the_models_folder(tmp_path, name):
     assert not Path("/escape.onnx").exists() and not (tmp_path / "escape.onnx").exists()
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_model_name_from_configuration_is_only_a_registry_key(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text('model = "../../u2netp"\n')

@@ -12,9 +12,9 @@ from conftest import CAR, alpha_of, rmcli
 from PIL import Image
 from serving import car_bytes, post_at_once, start_server, wait_for
 
-from rmcli.builtins.dask_executor import session_threads
-
 distributed = pytest.importorskip("distributed")
+from worker_sessions import CountSessions, session_threads  # noqa: E402 (needs distributed)
+
 pytest.importorskip("fastapi")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -46,6 +46,7 @@ def readiness(server) -> tuple[int, dict]:
 
 def test_dask_workers_answer_as_rmcli_remove_with_warm_sessions(u2netp_path, tmp_path):
     with local_cluster(1, 2) as cluster, distributed.Client(cluster) as client:
+        client.register_plugin(CountSessions())  # before the service warms the worker up
         server = start_server(
             tmp_path,
             "--executor", "dask", "--scheduler", cluster.scheduler_address,

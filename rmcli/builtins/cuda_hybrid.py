@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rmcli.config.settings import Settings
-from rmcli.contracts.backend import Backend, base_options
+from rmcli.contracts.backend import Backend
 from rmcli.contracts.layout import ThreadLayout
 from rmcli.errors import BackendError
 from rmcli.hookspecs import hookimpl
@@ -79,9 +79,6 @@ class CudaHybrid(Backend):
         if settings["gpu_mem_limit"]:
             cuda_options["gpu_mem_limit"] = settings["gpu_mem_limit"] * 1024 * 1024
         return [(CUDA, cuda_options), CPU]
-
-    def session_options(self, settings: Settings):
-        return base_options(settings)
 
     def check_session(self, session: Any, plan: Any) -> None:
         """The truth: if CUDA is not among the session's providers, say why."""

@@ -17,40 +17,21 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli.contracts.clock import untimed
+from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.executor import Executor
 from rmcli.errors import RmcliError, UsageError
 from rmcli.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    import threading
-
     from rmcli.config.settings import Settings
+    from rmcli.contracts.executor import Masker, Stop
     from rmcli.contracts.jobs import Job, Result
     from rmcli.contracts.output import OutputOptions
-    from rmcli.engine.remover import Remover
 
 CHUNKS_PER_THREAD = 4  # enough chunks to balance uneven images and to lose little on worker loss
 MAX_CHUNK = 32
 CONNECT_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT = f"{CONNECT_TIMEOUT_S:.0f}s"
-
-_session_threads: list[int] = []  # intra-op threads of each session built in this process
-
-
-def sessions_created() -> int:
-    """ONNX Runtime sessions built in this process (``client.run(sessions_created)``)."""
-    return len(_session_threads)
-
-
-def session_threads() -> list[int]:
-    """The intra-op thread count of each session built in this process."""
-    return list(_session_threads)
-
-
-@hookimpl
-def session_created(session, plan):
-    _session_threads.append(plan.options.intra_op_num_threads)
 
 
 class DaskExecutor(Executor):
@@ -64,11 +45,11 @@ class DaskExecutor(Executor):
 
     def run(
         self,
-        remover: Remover,
+        remover: Masker,
         jobs: Sequence[Job],
         options: OutputOptions,
-        stop: threading.Event | None = None,
-        clock=untimed,
+        stop: Stop | None = None,
+        clock: Clock = untimed,
     ) -> Iterator[tuple[int, Result]]:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker

@@ -194,5 +194,5 @@ def tune(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(short_help="Time, CPU, memory and threads of backend configurations.")(bench)
-    app.command(short_help="Find the fastest thread layout here; --save keeps it.")(tune)
+    app.command()(bench)
+    app.command()(tune)

@@ -12,7 +12,8 @@ import typer
 log = logging.getLogger("rmcli.cli.config")
 
 config_app = typer.Typer(
-    help="Show and change settings. Precedence: flags > environment (RMCLI_*) > config file > "
+    help="Show and change settings. Precedence: flags > environment (RMCLI_*) > the model's "
+    "tuned layout (rmcli tune --save) > config file > "
     "defaults; related settings (model and model_path, backend and precision) resolve as one. "
     "See docs/configuration.md.",
     no_args_is_help=True,
@@ -151,4 +152,4 @@ def list_(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config", short_help="Show and change settings (config.toml).")
+    app.add_typer(config_app, name="config")

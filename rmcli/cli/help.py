@@ -18,8 +18,8 @@ import shutil
 import sys
 from typing import Any
 
-from typer._click import Context, HelpFormatter, Parameter
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from click import Context, HelpFormatter, Option, Parameter
+from typer.core import TyperCommand, TyperGroup
 
 from rmcli.config.settings import (
     HIDDEN_PANELS,
@@ -35,12 +35,6 @@ MAX_WIDTH = 100
 
 # 3-5 examples for each command, shown at the end of its --help
 EXAMPLES: dict[str, list[str]] = {
-    "": [
-        "rmcli remove photo.jpg -o cut.png      # rmcli's own command",
-        "rmcli i in.jpg out.png                 # rembg's commands and flags: i, p, b",
-        "rmcli remove --help                    # a command's options and examples",
-        "rmcli config list --sources            # every setting and where it comes from",
-    ],
     "remove": [
         "rmcli remove photo.jpg                 # writes photo.out.png beside it",
         "rmcli remove photo.jpg -o cut.webp     # -o names the file; its suffix is the format",
@@ -113,12 +107,9 @@ def _show_all(ctx: Context, _param: Parameter, value: bool) -> None:
     ctx.exit()
 
 
-def _help_all_option() -> TyperOption:
-    from typer._coercion import bool_flag_type_descriptor
-
-    return TyperOption(
-        param_decls=["--help-all"],
-        type_descriptor=bool_flag_type_descriptor(),
+def _help_all_option() -> Option:
+    return Option(
+        ["--help-all"],
         is_flag=True,
         expose_value=False,
         is_eager=True,

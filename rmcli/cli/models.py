@@ -134,6 +134,4 @@ def _size(size: int | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(
-        models_app, name="models", short_help="List, fetch, import, verify, remove weights."
-    )
+    app.add_typer(models_app, name="models")

@@ -81,5 +81,5 @@ def _origin(backend) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command(short_help="Installed plugins (built-in too): versions and hooks.")(plugins)
-    app.command(short_help="Backends: availability, reason and providers.")(backends)
+    app.command()(plugins)
+    app.command()(backends)

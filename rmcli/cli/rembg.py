@@ -343,9 +343,6 @@ def s(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(short_help="rembg i: one image to one file, with rembg's flags.")(i)
-    app.command(short_help="rembg p: a folder of images to a folder, with rembg's flags.")(p)
-    app.command(
-        short_help="rembg s: the HTTP server, with rembg's flags.",
-        context_settings={"help_option_names": ["--help"]},  # -h is rembg's --host
-    )(s)
+    app.command()(i)
+    app.command()(p)
+    app.command(context_settings={"help_option_names": ["--help"]})(s)  # -h is rembg's --host

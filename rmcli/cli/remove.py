@@ -19,7 +19,15 @@ import typer
 from rmcli.cli.frames import frame_progress
 from rmcli.cli.matting import say_if_compiling
 from rmcli.cli.progress import BatchProgress
-from rmcli.config.settings import SETTINGS, Setting, Settings, flag_help, format_value, takes
+from rmcli.config.settings import (
+    SETTINGS,
+    Layer,
+    Setting,
+    Settings,
+    flag_help,
+    format_value,
+    takes,
+)
 from rmcli.errors import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, UsageError
 from rmcli.log import one_line
 
@@ -216,16 +224,16 @@ def format_from_output(settings: Settings, output: str | None) -> Settings:
     fmt = output_file_format(output)
     if fmt is None or settings["output_format"] == fmt:
         return settings
-    source = settings.source("output_format")
-    if source.startswith("flag"):
+    source, layer = settings.source("output_format"), settings.layer("output_format")
+    if layer is Layer.FLAG:
         logging.getLogger("rmcli.cli.remove").warning(
             f"-o {output} is written as {settings['output_format']} ({source}), "
             f"not as its suffix says"
         )
         return settings
     before = settings.values["output_format"]
-    changed = settings.with_values(f"-o {output}", output_format=fmt)
-    if source == "default":
+    changed = settings.with_values(f"-o {output}", Layer.FLAG, output_format=fmt)
+    if layer is Layer.DEFAULT:
         return changed
     reason = f"{format_value(before.value)} from {source}, because -o names a {fmt} file"
     return replace(changed, overridden={**changed.overridden, "output_format": reason})
@@ -327,7 +335,7 @@ def used_settings(settings: Settings, options: Any = None, command: str = "remov
     }
     used = []
     for key, setting in SETTINGS.items():
-        if key in settings.overridden or settings.source(key) != "default":
+        if key in settings.overridden or settings.given(key):
             if takes(command, key) or key in settings.overridden:
                 used.append(key)
         elif takes(command, key) and setting.panel not in ("Tuning", "Service"):
@@ -346,4 +354,4 @@ def register(app: typer.Typer) -> None:
         signature = inspect.signature(remove, eval_str=True)
         fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
         remove.__signature__ = signature.replace(parameters=[*fixed, *setting_parameters()])
-    app.command(short_help="Cut out files, folders, globs or stdin; print written paths.")(remove)
+    app.command()(remove)

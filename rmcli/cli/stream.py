@@ -106,6 +106,4 @@ def b(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        no_args_is_help=True, short_help="rembg b: raw RGB24 frames on stdin, rembg's flags."
-    )(b)
+    app.command(no_args_is_help=True)(b)

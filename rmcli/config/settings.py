@@ -1,18 +1,36 @@
-"""The settings table and its layered resolution: flags > environment > user TOML > defaults.
+"""The settings table and its layered resolution: flags > environment > tuned > file > defaults.
 
-Every value carries its source: ``flag --x``, ``env RMCLI_X``, ``file <path>`` or ``default``.
+Every value carries its :class:`Layer` (what code asks about, through ``Settings.layer`` and
+``Settings.given``) and a display text for people: ``flag --x``, ``env RMCLI_X``,
+``file <path>``, ``default``...
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmcli.config.file import LAYOUTS, config_path, read_config_file
 from rmcli.errors import ConfigError
+
+
+class Layer(enum.Enum):
+    """Where a resolved value came from; behaviour asks this, never the display text."""
+
+    DEFAULT = "default"  # the table's default
+    FILE = "file"  # the config file
+    TUNED = "tuned"  # measured by ``rmcli tune`` and saved
+    ENV = "env"  # an RMCLI_* environment variable
+    FLAG = "flag"  # a command-line flag
+    API = "API"  # a program: Remover(...), create_app(...), Settings.with_values
+    DERIVED = "derived"  # set by rmcli from other values (a core budget, a service's slots)
+
+
+# the layers a person or program chose a value in (not the default, not derived by rmcli)
+GIVEN = frozenset({Layer.FILE, Layer.TUNED, Layer.ENV, Layer.FLAG, Layer.API})
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -117,8 +135,9 @@ class Setting:
         env = os.environ if env is None else env
         return next((name for name in self.env_names if env.get(name, "") != ""), None)
 
-    def convert(self, raw: Any, origin: str) -> Any:
-        """Parse and validate ``raw`` from ``origin`` (a source such as ``env RMCLI_X``).
+    def convert(self, raw: Any, origin: str, layer: Layer = Layer.API) -> Any:
+        """Parse and validate ``raw`` from ``origin`` (a source such as ``env RMCLI_X``) in
+        ``layer``.
 
         A :class:`ConfigError` names where the value came from, the value and what is wrong,
         e.g. ``RMCLI_INTRA_THREADS='four' is not an integer``.
@@ -133,18 +152,17 @@ class Setting:
                 if self.maximum is not None and value > self.maximum:
                     raise ValueError(f"is above the maximum {self.maximum}")
         except ValueError as exc:
-            raise ConfigError(self._problem(raw, origin, str(exc))) from None
+            raise ConfigError(self._problem(raw, origin, layer, str(exc))) from None
         return value
 
-    def _problem(self, raw: Any, origin: str, reason: str) -> str:
-        kind, _, where = origin.partition(" ")
-        if kind == "env" and where == self.env:
+    def _problem(self, raw: Any, origin: str, layer: Layer, reason: str) -> str:
+        where = origin.partition(" ")[2]  # the variable, flag or file after "env ", "flag "...
+        if layer is Layer.ENV:
+            alias = "" if where == self.env else f" (setting {self.key})"
+            return f"{where}={raw!r} {reason}{alias}"
+        if layer is Layer.FLAG:
             return f"{where}={raw!r} {reason}"
-        if kind == "env":  # an alias
-            return f"{where}={raw!r} {reason} (setting {self.key})"
-        if kind == "flag":
-            return f"{where}={raw!r} {reason}"
-        if kind == "file":
+        if layer is Layer.FILE:
             return f"{where}: {self.key}={raw!r} {reason}"
         return f"{self.key}={raw!r} {reason}" + (f" (from {origin})" if origin else "")
 
@@ -157,7 +175,8 @@ PANELS = ("Output", "Model", "Execution", "Advanced")
 HIDDEN_PANELS = ("GPU", "OpenVINO", "Dask", "Tuning", "Service")
 
 # the families of custom weights (rmcli.engine.families.FAMILIES) and the u2net_cloth_seg
-# categories; kept here so the settings need not import the model code (a test keeps them equal)
+# categories; kept here so the settings need not import the model code (tests/test_config.py
+# keeps them equal)
 MODEL_FAMILIES = ("u2net", "isnet", "birefnet")
 CLOTH_CATEGORIES = ("upper", "lower", "full", "attire")
 MAX_THREADS = 256
@@ -799,10 +818,12 @@ def format_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Value:
-    """A resolved setting: its value and the layer it came from."""
+    """A resolved setting: its value, the layer it came from and, for people, where exactly
+    (``flag --model``, ``env RMCLI_MODEL``, ``file <path>``, ``Remover(model=...)``)."""
 
     value: Any
     source: str
+    layer: Layer
 
 
 @dataclass(frozen=True)
@@ -824,7 +845,17 @@ class Settings(Mapping[str, Any]):
         return len(self.values)
 
     def source(self, key: str) -> str:
+        """Where ``key``'s value came from, for messages (``flag --model``, ``default``)."""
         return self.values[key].source
+
+    def layer(self, key: str) -> Layer:
+        """The layer ``key``'s value came from."""
+        return self.values[key].layer
+
+    def given(self, key: str) -> bool:
+        """True when a person or program chose ``key``'s value (file, tuned, env, flag, API),
+        False for the default or a value rmcli derived from others."""
+        return self.values[key].layer in GIVEN
 
     def line(self, key: str) -> str:
         """``key = value (source)``, then what was set but is not in effect, if anything."""
@@ -844,13 +875,20 @@ class Settings(Mapping[str, Any]):
         """The values that shape an ONNX Runtime session, for caching sessions."""
         return tuple((k, v.value) for k, v in sorted(self.values.items()) if SETTINGS[k].session)
 
-    def with_values(self, source: str = "code", **values: Any) -> Settings:
-        """A copy with some values replaced (validated) and marked as coming from ``source``."""
+    def with_values(
+        self, source: str = "code", layer: Layer = Layer.API, /, **values: Any
+    ) -> Settings:
+        """A copy with some values replaced (validated), from ``layer`` (a program's choice
+        unless said otherwise) and shown as coming from ``source``."""
         new = dict(self.values)
         for key, raw in values.items():
             setting = known_setting(key)
-            new[key] = Value(setting.convert(raw, source), source)
+            new[key] = Value(setting.convert(raw, source, layer), source, layer)
         return Settings(new, self.plugins, self.overridden)
+
+    def derived(self, source: str, /, **values: Any) -> Settings:
+        """A copy with values rmcli derived from others (``source`` says how)."""
+        return self.with_values(source, Layer.DERIVED, **values)
 
 
 # ``rmcli remove``'s settings that ``rmcli serve`` takes as flags too: what a model and its
@@ -890,11 +928,15 @@ def resolve(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     path: Path | None = None,
+    flags_layer: Layer = Layer.FLAG,
 ) -> Settings:
     """Resolve every setting: ``flags`` (None = not given) > ``env`` > config file > default.
 
-    ``flags`` maps a key to its value, or to ``(value, "flag --name")`` to name the flag.
+    ``flags`` maps a key to its value, or to ``(value, "flag --name")`` to name the flag;
+    ``flags_layer`` is :attr:`Layer.API` when a program, not a command line, gives them.
     """
+    from rmcli.config.file import LAYOUTS, config_path, read_config_file  # not for --help
+
     env = os.environ if env is None else env
     path = config_path(env) if path is None else path
     data = read_config_file(path)
@@ -914,32 +956,34 @@ def resolve(
     for key in flags:
         known_setting(key)
     values: dict[str, Value] = {}
-    layers: dict[str, int] = {}
     for key, setting in SETTINGS.items():
         flag = flags.get(key)
         if isinstance(flag, tuple):
             raw, origin = flag
         else:
             raw, origin = flag, "flag --" + key.replace("_", "-")
-        name = setting.env_override(env)
         if raw is not None:
-            values[key], layers[key] = Value(setting.convert(raw, origin), origin), FLAG
-        elif name is not None:
+            values[key] = Value(setting.convert(raw, origin, flags_layer), origin, flags_layer)
+            continue
+        name = setting.env_override(env)
+        if name is not None:
             origin = f"env {name}"
-            values[key], layers[key] = Value(setting.convert(env[name], origin), origin), ENV
+            values[key] = Value(setting.convert(env[name], origin, Layer.ENV), origin, Layer.ENV)
         elif key in data:
             origin = f"file {path}"
-            values[key], layers[key] = Value(setting.convert(data[key], origin), origin), FILE
+            values[key] = Value(setting.convert(data[key], origin, Layer.FILE), origin, Layer.FILE)
         else:
-            values[key], layers[key] = Value(setting.default, "default"), DEFAULT
-    overridden = resolve_groups(values, layers)  # the model decides which layout is tuned
-    apply_tuned_layout(values, layers, layouts, path)
-    overridden.update(resolve_groups(values, layers))  # a tuned backend leads its group too
+            values[key] = Value(setting.default, "default", Layer.DEFAULT)
+    overridden = resolve_groups(values)  # the model decides which layout is tuned
+    apply_tuned_layout(values, layouts, path)
+    overridden.update(resolve_groups(values))  # a tuned backend leads its group too
     return Settings(values, plugin_tables, overridden)
 
 
-# the layers of :func:`resolve`, strongest first (TUNED: a model's [layout.<model>] table)
-FLAG, ENV, TUNED, FILE, DEFAULT = range(5)
+# how strongly each layer holds its value (lower wins): flags and programs > environment >
+# a model's tuned [layout.<model>] table > the config file > defaults and derived values
+RANK = {Layer.FLAG: 0, Layer.API: 0, Layer.ENV: 1, Layer.TUNED: 2, Layer.FILE: 3,
+        Layer.DEFAULT: 4, Layer.DERIVED: 4}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -959,8 +1003,8 @@ GROUPS = (
 )
 
 
-def resolve_groups(values: dict[str, Value], layers: dict[str, int]) -> dict[str, str]:
-    """Apply :data:`GROUPS` to the values ``resolve`` chose (and the layer of each), in place.
+def resolve_groups(values: dict[str, Value]) -> dict[str, str]:
+    """Apply :data:`GROUPS` to the values ``resolve`` chose, in place.
 
     Returns, for each member that a weaker layer set but the group rule put out of effect (or
     that another member makes moot), the reason, e.g. ``"x.onnx" from file /c.toml: flag
@@ -968,20 +1012,19 @@ def resolve_groups(values: dict[str, Value], layers: dict[str, int]) -> dict[str
     """
     overridden: dict[str, str] = {}
     for group in GROUPS:
-        top = min(layers[key] for key in group.leaders)
-        if top == DEFAULT:
+        top = min(RANK[values[key].layer] for key in group.leaders)
+        if top == RANK[Layer.DEFAULT]:
             continue
-        leader = next(key for key in group.leaders if layers[key] == top)
+        leader = next(key for key in group.leaders if RANK[values[key].layer] == top)
         for key in group.members:
-            if top < layers[key] < DEFAULT:
+            if top < RANK[values[key].layer] < RANK[Layer.DEFAULT]:
                 lost = values[key]
-                values[key] = Value(SETTINGS[key].default, "default")
-                layers[key] = DEFAULT
+                values[key] = Value(SETTINGS[key].default, "default", Layer.DEFAULT)
                 overridden[key] = (
                     f"{format_value(lost.value)} from {lost.source}, because "
                     f"{values[leader].source} sets {leader} (related settings resolve as one)"
                 )
-    if values["model_path"].value and values["model"].source != "default":
+    if values["model_path"].value and values["model"].layer is not Layer.DEFAULT:
         overridden["model"] = "model_path is set: its custom weights are used instead"
     return overridden
 
@@ -1006,9 +1049,7 @@ def layout_name(model: str, model_path: str = "") -> str:
     return model
 
 
-def apply_tuned_layout(
-    values: dict[str, Value], layers: dict[str, int], layouts: Any, path: Path
-) -> None:
+def apply_tuned_layout(values: dict[str, Value], layouts: Any, path: Path) -> None:
     """Layer the ``[layout.<model>]`` table of the resolved model over the config file's
     top-level values and the defaults (flags and environment still win); its source reads
     ``tuned [layout.<model>] <file>``."""
@@ -1021,6 +1062,7 @@ def apply_tuned_layout(
             raise ConfigError(
                 f"{path}: [layout.{name}] holds {key!r}; a layout holds {', '.join(TUNED_KEYS)}"
             )
-        if layers[key] >= FILE:
+        if RANK[values[key].layer] >= RANK[Layer.FILE]:
             origin = f"tuned [layout.{name}] {path}"
-            values[key], layers[key] = Value(SETTINGS[key].convert(raw, origin), origin), TUNED
+            converted = SETTINGS[key].convert(raw, origin, Layer.TUNED)
+            values[key] = Value(converted, origin, Layer.TUNED)

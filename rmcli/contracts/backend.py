@@ -17,9 +17,6 @@ if TYPE_CHECKING:
 
 Provider = str | tuple[str, dict[str, Any]]
 
-#: settings that shape the thread layout; a backend that ignores one says so in adjust_layout
-THREAD_SETTINGS = ("intra_threads", "inter_threads", "cpu_binding", "execution_mode")
-
 
 def provider_name(provider: Provider) -> str:
     """The name of a provider entry, whether given bare or as ``(name, options)``."""
@@ -37,6 +34,8 @@ class Backend:
 
     name: str = ""
     summary: str = ""
+    #: True when this backend replaces a built-in one of the same name (see docs/plugins.md)
+    replaces: bool = False
     #: True when the backend still runs (on the CPU, with a warning) while ``availability()``
     #: says its device cannot be used; False makes building a session fail with the reason.
     cpu_fallback: bool = False

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-Clock = Callable[[str], AbstractContextManager]
+Clock = Callable[[str], AbstractContextManager[object]]
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 
-def untimed(stage: str) -> AbstractContextManager:
+def untimed(stage: str) -> AbstractContextManager[object]:
     """The clock that times nothing."""
     return nullcontext()

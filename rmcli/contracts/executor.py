@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 class Stop(threading.Event):
     """Set when a batch must start no new job (the first Ctrl-C or SIGTERM). ``aborted`` is
     set too when the started jobs must stop at their next stage and write nothing more (a
-    second one). An executor that only knows ``threading.Event`` still works with it."""
+    second one). The runner hands every executor a ``Stop``; code that only needs "start
+    nothing more" may treat it as the ``threading.Event`` it is."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,6 +60,8 @@ class Executor:
     name: str = ""
     summary: str = ""
     in_process: bool = False
+    #: True when this executor replaces a built-in one of the same name (see docs/plugins.md)
+    replaces: bool = False
 
     def availability(self) -> tuple[bool, str]:
         """Whether this executor can run here, and why (or why not), in a few words."""
@@ -69,7 +72,7 @@ class Executor:
         remover: Masker,
         jobs: Sequence[Job],
         options: OutputOptions,
-        stop: threading.Event | None = None,
+        stop: Stop | None = None,
         clock: Clock = untimed,
     ) -> Iterator[tuple[int, Result]]:
         """Process every job, yielding ``(index into jobs, result)`` as each one finishes.

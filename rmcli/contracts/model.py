@@ -76,7 +76,8 @@ class Model:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     family: str = "u2net"
-    extra: dict = field(default_factory=dict, compare=False)
+    #: True when this model replaces a built-in one of the same name (see docs/plugins.md)
+    replaces: bool = field(default=False, compare=False)
 
     def configure(self, settings: Mapping[str, Any]) -> Model:
         """This model adjusted to the resolved settings (e.g. a category); default: itself."""
@@ -97,7 +98,8 @@ class Model:
         pixels = np.asarray(small)
         scaled = pixels / max(float(pixels.max()), 1e-6)
         normalised = (scaled - np.array(self.mean)) / np.array(self.std)
-        return normalised.transpose(2, 0, 1)[None].astype(np.float32)
+        batch: np.ndarray = normalised.transpose(2, 0, 1)[None].astype(np.float32)
+        return batch
 
     def to_mask(self, outputs: list[np.ndarray], size: tuple[int, int]) -> Image.Image:
         """The 8-bit mask (mode "L", ``size``) for the session's ``outputs``."""

@@ -17,7 +17,7 @@ class ComposeOptions:
 
     only_mask: bool = False
     bgcolor: Color | None = None
-    bg_image: Path | None = None
+    bg_image: Path | str | None = None  # a path; checked() makes it a Path
     premultiplied: bool = False
     keep_alpha: bool = False  # RGBA even over an opaque background, as rembg writes
     crop: bool = False

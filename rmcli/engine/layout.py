@@ -113,7 +113,7 @@ def _binding(settings: Settings, allowed: list[int]) -> list[int]:
 def _warn_ignored(layout: ThreadLayout, settings: Settings, backend: Backend) -> None:
     """One warning per setting the user gave (not a default) that the backend ignores."""
     for key, reason in layout.ignored:
-        if key not in settings or settings.source(key) == "default":
+        if key not in settings or not settings.given(key):
             continue
         if settings[key] in (None, ""):
             continue
@@ -190,4 +190,4 @@ class CoreBudget:
         wanted = settings["intra_threads"]
         if isinstance(wanted, int) and wanted <= share:
             return settings
-        return settings.with_values(f"core budget: {slots} slot(s)", intra_threads=share)
+        return settings.derived(f"core budget: {slots} slot(s)", intra_threads=share)

@@ -203,9 +203,10 @@ def _valid_providers(providers: Any) -> bool:
     )
 
 
-def _collect(hook_name: str, kind: type) -> list[Any]:
-    """What every plugin registers through a registry hook; wrong objects are named, skipped."""
-    found: list[Any] = []
+def _collect(hook_name: str, kind: type) -> list[tuple[str, Any]]:
+    """``(plugin name, object)`` for what every plugin registers through a registry hook;
+    wrong objects are named and skipped."""
+    found: list[tuple[str, Any]] = []
 
     def register(item: Any) -> None:
         plugin = _calling.get()
@@ -215,7 +216,7 @@ def _collect(hook_name: str, kind: type) -> list[Any]:
                 f"{kind.__name__}; it is skipped"
             )
             return
-        found.append(item)
+        found.append((plugin, item))
 
     getattr(get_plugin_manager().hook, hook_name)(register=register)
     return found
@@ -226,13 +227,52 @@ def call_hook(hook_name: str, **kwargs: Any) -> None:
     getattr(get_plugin_manager().hook, hook_name)(**kwargs)
 
 
-def _by_name(items: list[Any], kind: str) -> dict[str, Any]:
-    table: dict[str, Any] = {}
-    for item in items:  # in pluggy's call order: the latest registered plugin first
-        if item.name in table:
-            log.warning(f"{kind} {item.name!r} is registered twice; the later one wins")
-        table[item.name] = item
-    return table
+def _by_name(items: list[tuple[str, Any]], kind: str) -> dict[str, Any]:
+    """One object per name. A name belongs to the first plugin that registers it (built-ins
+    first, then third-party plugins in entry-point order); a later plugin that registers the
+    same name is refused with a warning, unless its object sets ``replaces = True``: then it
+    takes the name over, and a log line says so."""
+    order = {name: n for n, (name, _) in enumerate(get_plugin_manager().list_name_plugin())}
+    table: dict[str, tuple[str, Any]] = {}
+    # pluggy calls the latest registered plugin first: sort back into registration order
+    for plugin, item in sorted(items, key=lambda pair: order.get(pair[0], len(order))):
+        if item.name not in table:
+            table[item.name] = (plugin, item)
+            continue
+        owner = table[item.name][0]
+        if getattr(item, "replaces", False) is True:
+            _say(
+                logging.INFO,
+                f"{kind} {item.name!r} of {_origin(plugin)} replaces the one of "
+                f"{_origin(owner)} (it sets replaces = True)",
+            )
+            table[item.name] = (plugin, item)
+        else:
+            _say(
+                logging.WARNING,
+                f"{kind} {item.name!r} of {_origin(plugin)} is not used: the name belongs to "
+                f"{_origin(owner)}; a plugin that means to replace it sets replaces = True "
+                f"on its {kind}",
+            )
+    return {name: item for name, (_, item) in table.items()}
+
+
+_said: set[str] = set()
+
+
+def _say(level: int, message: str) -> None:
+    """Log ``message`` once per process (the tables are built on every look-up)."""
+    if message not in _said:
+        _said.add(message)
+        log.log(level, message)
+
+
+def _origin(plugin: str) -> str:
+    """``plugin 'NAME' (distribution DIST VERSION)``, or ``the built-in plugin ...``."""
+    if plugin in BUILTIN_PLUGINS:
+        return f"the built-in plugin {plugin!r} (distribution rmcli {__version__})"
+    dist, version = _DIST_OF.get(plugin, ("unknown", ""))
+    return f"plugin {plugin!r} (distribution {dist} {version})".replace(" )", ")")
 
 
 def backends() -> dict[str, Backend]:
@@ -279,7 +319,7 @@ def _lookup(table: dict[str, Any], name: str, kind: str, source: str = "") -> An
         close = difflib.get_close_matches(name, table, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(sorted(table)) or "none"
-        origin = f" from {source}" if source and source != "default" else ""
+        origin = f" from {source}" if source else ""
         raise UsageError(f"unknown {kind} {name!r}{origin}{hint}; known: {known}") from None
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli.config.settings import SETTINGS, Setting, Settings, resolve
+from rmcli.config.settings import SETTINGS, Layer, Setting, Settings, resolve
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.engine.families import custom_model
 from rmcli.engine.precision import check_precision
@@ -55,7 +55,7 @@ class Remover:
         given = {"model": model, "backend": backend, **values}
         if settings is None:
             flags = {k: (v, f"Remover({k}=...)") for k, v in given.items() if v is not None}
-            settings = resolve(flags)
+            settings = resolve(flags, flags_layer=Layer.API)
         else:
             settings = settings.with_values(
                 "Remover()", **{k: v for k, v in given.items() if v is not None}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rmcli.config.settings import Layer
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.executor import Stop
 from rmcli.contracts.jobs import Job, Result
@@ -37,7 +38,7 @@ from rmcli.images.inputs import STDIO, plan_jobs, without_existing
 from rmcli.video import pipeline as video
 
 if TYPE_CHECKING:
-    from rmcli.contracts.executor import Masker as Remover
+    from rmcli.contracts.executor import Masker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Aborted(Exception):
 
 
 def process(
-    remover: Remover,
+    remover: Masker,
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
@@ -61,7 +62,7 @@ def process(
     A clip (video, animated GIF/WebP) goes to :mod:`rmcli.video`, which stops mid-clip once
     ``stop`` is set.
     """
-    abort = getattr(stop, "aborted", None)
+    abort = stop.aborted if isinstance(stop, Stop) else None  # a plain Event: no abort
 
     def check() -> None:
         if abort is not None and abort.is_set():
@@ -119,7 +120,7 @@ def _labelled(label: str, message: str) -> None:
 
 
 def process_isolated(
-    remover: Remover,
+    remover: Masker,
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
@@ -148,7 +149,7 @@ def process_isolated(
 
 
 def run_local(
-    remover: Remover,
+    remover: Masker,
     jobs: Iterable[Job],
     options: OutputOptions,
     stop: threading.Event | None = None,
@@ -264,7 +265,7 @@ class Batch:
 
     def __init__(
         self,
-        remover: Remover,
+        remover: Masker,
         inputs: Sequence[str | Path],
         output: str | Path | None = None,
         *,
@@ -311,8 +312,7 @@ class Batch:
                 f"-o {out} names one file, but there are {len(jobs)} inputs: "
                 "give a folder to write several cut-outs"
             )
-        source = self.remover.settings.source("output_format")
-        if not source.startswith(("flag", "Remover(")):
+        if self.remover.settings.layer("output_format") not in (Layer.FLAG, Layer.API):
             self.options = replace(self.options, fmt=file_format)
         job = jobs[0]
         target = out if storage.is_url(out) else Path(out)

@@ -256,7 +256,7 @@ def _sessions(settings: Settings) -> SessionPool:
 def worker_settings(settings: Settings, threads: int) -> Settings:
     """``settings`` for a worker running ``threads`` jobs at once: ``intra_threads`` 1 unless
     set, and what :func:`concurrent_callers` adds (no spinning, OpenVINO streams)."""
-    if settings.source("intra_threads") == "default":
+    if not settings.given("intra_threads"):
         settings = settings.with_values("serve: one Dask worker thread per slot", intra_threads=1)
     return concurrent_callers(settings, threads)
 

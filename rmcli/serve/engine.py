@@ -98,9 +98,9 @@ def concurrent_callers(settings: Settings, callers: int) -> Settings:
     the codec pool and the event loop. OpenVINO gets one stream per caller unless
     ``openvino_streams`` is set: with one stream, concurrent runs wait for each other.
     """
-    if settings.source("allow_spinning") == "default":
+    if not settings.given("allow_spinning"):
         settings = settings.with_values("serve: slots share the cores", allow_spinning=False)
-    if callers > 1 and settings.source("openvino_streams") == "default":
+    if callers > 1 and not settings.given("openvino_streams"):
         settings = settings.with_values(
             "serve: one OpenVINO stream per slot", openvino_streams=callers
         )

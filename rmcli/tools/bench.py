@@ -108,7 +108,7 @@ def why_no_saved_layout(sets: Mapping[str, str]) -> str | None:
     from rmcli.tools.bench_worker import LAYOUT_KEYS
 
     settings = resolve(model_flags(sets))
-    if any(settings.source(key) != "default" for key in LAYOUT_KEYS):
+    if any(settings.given(key) for key in LAYOUT_KEYS):
         return None
     return "no layout saved for this model (`rmcli tune --save` stores one)"
 

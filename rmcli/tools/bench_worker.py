@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rmcli.config.settings import SETTINGS, Settings, Value, resolve
+from rmcli.config.settings import SETTINGS, Layer, Settings, Value, resolve
 from rmcli.errors import RmcliError
 
 # what "defaults": true resets (the thread layout); model, weights, device stay as resolved
@@ -47,7 +47,7 @@ def session_defaults(settings: Settings, keep: set[str] = frozenset()) -> Settin
     values = dict(settings.values)
     for key in LAYOUT_KEYS:
         if key in SETTINGS and key not in keep:
-            values[key] = Value(SETTINGS[key].default, "default")
+            values[key] = Value(SETTINGS[key].default, "default", Layer.DEFAULT)
     return Settings(values, settings.plugins)
 
 

@@ -270,7 +270,7 @@ def by_distance(space: Sequence[dict[str, Any]], cores: int) -> list[dict[str, A
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """In the worker: build candidate sessions while they fit the budget, halve, confirm."""
-    from rmcli.config.settings import layout_name, resolve
+    from rmcli.config.settings import Layer, layout_name, resolve
     from rmcli.engine.layout import pin_calling_thread
     from rmcli.engine.remover import Remover
     from rmcli.images.imaging import load_image
@@ -282,7 +282,8 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         return deadline - time.time() - EXIT_SECONDS
 
     flags = {k: (v, f"tune --{k.replace('_', '-')}") for k, v in request["model"].items()}
-    base = session_defaults(resolve(flags))  # saved layouts must not leak into candidates
+    # saved layouts must not leak into candidates
+    base = session_defaults(resolve(flags, flags_layer=Layer.API))
     images = [load_image(path, path) for path in request["images"]]
     cores = request["cores"]
     ordered = by_distance(request["candidates"], cores)

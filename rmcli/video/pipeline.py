@@ -150,7 +150,7 @@ def clip_format(settings: Settings, options: OutputOptions, clip: Clip) -> str:
     """The format a clip is written in: the one asked for (``output_format`` set by a flag,
     the environment or the config file, or ``-o FILE.mov``), else an animation's own format,
     MP4 over a background, or WebM VP9 with alpha."""
-    if settings.source("output_format") != "default" or options.fmt != settings["output_format"]:
+    if settings.given("output_format") or options.fmt != settings["output_format"]:
         return options.fmt  # asked for: a flag, a setting, or the suffix of -o FILE
     if clip.kind == "animation":
         return clip.path.suffix.lower().lstrip(".")

@@ -1,0 +1,37 @@
+"""Test instrumentation: counts the ONNX Runtime sessions a process builds (a Dask worker's),
+through the public ``session_created`` hook. ``client.register_plugin(CountSessions())``
+installs it on every worker of a cluster, joining ones too; ``client.run(session_threads)``
+then reads each worker's list."""
+
+from __future__ import annotations
+
+import sys
+
+from distributed import WorkerPlugin
+
+from rmcli import hookimpl
+
+_threads: list[int] = []  # the intra-op thread count of each session built in this process
+
+
+@hookimpl
+def session_created(session, plan):
+    _threads.append(plan.options.intra_op_num_threads)
+
+
+def session_threads() -> list[int]:
+    """The intra-op thread count of each session built in this process, in order."""
+    return list(_threads)
+
+
+class CountSessions(WorkerPlugin):
+    """Registers this module as an rmcli plugin in each worker process."""
+
+    name = "rmcli-count-sessions"
+
+    def setup(self, worker) -> None:
+        from rmcli.engine.registry import get_plugin_manager
+
+        manager = get_plugin_manager()
+        if manager.get_plugin(__name__) is None:
+            manager.register(sys.modules[__name__], name=__name__)
