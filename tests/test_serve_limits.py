@@ -221,7 +221,7 @@ def test_ipv4_inside_ipv6_is_judged_by_the_ipv4_rules(address, kind):
     from rmcli.serve.engine import ServeError
     from rmcli.serve.fetch import UrlPolicy, checked_target
 
-    policy = UrlPolicy.from_text("", 1000)  # a literal address: checked, never resolved
+    policy = UrlPolicy(1000)  # a literal address: checked, never resolved
     with pytest.raises(ServeError, match=kind) as refused:
         asyncio.run(checked_target(f"http://[{address}]/x.jpg", policy))
     assert refused.value.status == 403

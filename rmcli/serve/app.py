@@ -424,6 +424,7 @@ def create_app(settings: Settings) -> FastAPI:
         except RmcliError as exc:
             state.reason = f"default model {model.name} unavailable: {exc}"
             log.error("%s", state.reason)
+        engine.matting.start()  # after the warm-up, which it would slow down
         await engine.preload()
 
     async def _evict_idle() -> None:

@@ -9,8 +9,12 @@ exceeds the usable cores, so concurrent requests queue instead of oversubscribin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -364,11 +368,9 @@ class Engine:
         return self.budget.slot_settings(settings)
 
     async def start(self) -> None:
-        """Bind to the running loop (inference threads release slots to it); start compiling
-        the matting kernels when pymatting is installed."""
+        """Bind to the running loop (inference threads release slots to it)."""
         self._loop = asyncio.get_running_loop()
         self._fetch_lock = asyncio.Lock()
-        self.matting.start()
 
     def require_matting(self) -> None:
         """503 + Retry-After while pymatting's kernels are still being compiled."""
@@ -554,6 +556,7 @@ class Engine:
         self.sessions.evict_idle()
 
     async def close(self) -> None:
+        self.matting.stop()
         for task in list(self._fetches.values()):
             task.cancel()
         self.infer_pool.shutdown(wait=False, cancel_futures=True)
@@ -576,13 +579,31 @@ def _weights_here(model: Model, settings: Settings) -> bool:
     return True
 
 
+def warm_matting() -> None:
+    """Run alpha matting once on a tiny image: numba compiles pymatting's kernels (or loads
+    them from its cache)."""
+    from PIL import Image
+
+    from rmcli.contracts.output import ComposeOptions
+    from rmcli.images.matting import matte_cutout
+
+    image = Image.new("RGB", (32, 32), (200, 50, 50))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    matte_cutout(image, mask, ComposeOptions(alpha_matting=True))
+
+
 class MattingWarmUp:
-    """pymatting's numba kernels compiled once per server, on a thread of its own (never an
-    encode thread); matting requests are refused with 503 until it is done."""
+    """pymatting's numba kernels compiled ahead into numba's cache, once per server start, in a
+    child process at the lowest CPU priority (a cold compile takes minutes and would hold this
+    process's GIL). Matting requests get 503 until it is done; the first one then loads the
+    kernels from the cache (seconds)."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error = ""
+        self._child: subprocess.Popen | None = None
+        self._stopped = False
 
     def start(self) -> None:
         import importlib.util
@@ -591,28 +612,41 @@ class MattingWarmUp:
             self.done.set()  # matting requests get the install hint instead
             return
         log.info(
-            "alpha matting: compiling pymatting's kernels (numba; the first start takes minutes)"
+            "alpha matting: compiling pymatting's kernels (numba; the first start on a machine "
+            "takes minutes); matting requests get 503 until then"
         )
         threading.Thread(target=self._compile, name="rmcli-matting-warmup", daemon=True).start()
 
     def _compile(self) -> None:
-        from PIL import Image
-
-        from rmcli.contracts.output import ComposeOptions
-        from rmcli.images.matting import matte_cutout
-
         started = time.perf_counter()
         try:
-            image = Image.new("RGB", (32, 32), (200, 50, 50))
-            mask = Image.new("L", (32, 32), 0)
-            mask.paste(255, (8, 8, 24, 24))
-            matte_cutout(image, mask, ComposeOptions(alpha_matting=True))
+            code = "from rmcli.serve.engine import warm_matting; warm_matting()"
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, self._child.pid, 19)
+            _, errors = self._child.communicate()
+            if self._stopped:
+                return
+            if self._child.returncode != 0:
+                last = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+                raise RuntimeError(f"compiling failed: {last}")
             log.info("alpha matting ready (compiled in %.1f s)", time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - reported to matting requests
-            self.error = f"alpha matting is unavailable: {type(exc).__name__}: {exc}"
+            self.error = f"alpha matting is unavailable: {exc}"
             log.error("%s", self.error)
         finally:
             self.done.set()
+
+    def stop(self) -> None:
+        """End a compile still running (the server stops)."""
+        self._stopped = True
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
 
     def unready(self) -> str | None:
         """Why matting cannot run now, or None."""
