@@ -305,6 +305,7 @@ class Engine:
         self._fetches: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # model: (when, why) of a failed fetch
         self.matting = MattingWarmUp()
+        self._known: set[str] | None = None  # the catalogue's model names
         self.intra_threads = self.budget.threads
         self.held_seconds = 0.0  # moving average of how long one job holds a slot
         self._models: dict[str, tuple[Model, Settings]] = {}
@@ -333,8 +334,10 @@ class Engine:
         """``name`` as a metrics label: a model this server knows, else ``other``."""
         from rmcli.engine.registry import models as catalogue
 
+        if self._known is None:
+            self._known = set(catalogue())
         name = name or self.default_model.name
-        return name if name in self._models or name in catalogue() else "other"
+        return name if name in self._models or name in self._known else "other"
 
     def model(self, name: str | None) -> tuple[Model, Settings]:
         """The model and the session settings for a request naming ``name`` (None: default).
