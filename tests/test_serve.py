@@ -478,7 +478,8 @@ def test_client_that_disconnects_frees_its_queued_work(guarded):
         host, port = guarded.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as raw:
             raw.sendall(
-                b"POST /v1/remove HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\n"
+                b"POST /v1/remove HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Authorization: Bearer s3cret-token\r\n"
                 b"Content-Type: multipart/form-data; boundary=b\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body

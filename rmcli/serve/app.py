@@ -1,8 +1,9 @@
 """The ASGI application of ``rmcli serve``: :func:`create_app` (FastAPI on Starlette).
 
-A thin pure-ASGI gate in front of the routes does what must happen before a body is read:
-access log and metrics, bearer token, body limit (413) and admission (503 + Retry-After once
-the slots and the queue are full).
+A thin pure-ASGI gate in front of the routes does what must happen before the routes run:
+access log and metrics, Host check, bearer token, body limit (413), body time limit and
+minimum rate (408), and admission (503 + Retry-After once the slots and the queue are full),
+which an upload gets only once its whole body has arrived.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
@@ -48,10 +51,12 @@ def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad input (not an image, bad option, unknown model)",
         401: "Missing or wrong bearer token",
         403: "Refused (URL fetching off, or a non-public address)",
+        408: "The body did not arrive in time (serve_body_timeout, serve_min_rate)",
         413: "Body or fetched image too large",
-        422: "Invalid field, or image over the pixel limit",
+        422: "Invalid field, image over the pixel limit, or output too large for its format",
         502: "The URL could not be fetched",
-        503: "Busy (queue full), deadline passed, or model unavailable; see Retry-After",
+        503: "Busy (queue full), deadline passed, draining, or model unavailable; see Retry-After",
+        504: "The URL was not fetched within serve_url_timeout",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
 
@@ -65,8 +70,10 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
         "description": "The cut-out (or mask, or composite)",
     },
-    **_error_responses(400, 401, 403, 413, 422, 502, 503),
+    **_error_responses(400, 401, 403, 408, 413, 422, 502, 503, 504),
 }
+BODY_GRACE = 2.0  # seconds before serve_min_rate applies to a body
+PATH = re.compile(r"(?<![\w/:.~-])/[^\s'\",;()]+")
 
 
 @dataclass
@@ -79,13 +86,86 @@ class ServeState:
     admitted: int = 0
 
 
-def _json_error(status: int, reason: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+def _json_error(
+    status: int, reason: str, retry_after: int | None = None, close: bool = False
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    if close:
+        headers["Connection"] = "close"
+    return JSONResponse({"error": without_paths(reason)}, status_code=status, headers=headers)
+
+
+def without_paths(reason: str) -> str:
+    """``reason`` with every absolute file path cut to its last part (``…/name``): answers
+    never show where the server keeps its files."""
+    return PATH.sub(lambda m: "…/" + m[0].rstrip("/.").rpartition("/")[2], reason)
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` safe for one log line: control and non-ASCII characters and quotes escaped."""
+    return text[:limit].encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+@dataclass
+class Admission:
+    """Inference requests inside the server: at most ``capacity()`` (slots + queue)."""
+
+    state: ServeState
+    metrics: Metrics
+    capacity: Callable[[], int]  # a Dask cluster's slots change
+    retry_after: int
+
+    def refusal(self) -> str | None:
+        """Why one more request cannot come in now (counted as queue_full), or None."""
+        capacity = self.capacity()
+        if self.state.admitted < capacity:
+            return None
+        self.metrics.rejected.labels("queue_full").inc()
+        return (
+            f"busy: {capacity} requests already queued or running "
+            f"(inference slots + serve_queue); retry after {self.retry_after} s"
+        )
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.state.admitted += 1
+        self.metrics.admitted.inc()
+        try:
+            yield
+        finally:
+            self.state.admitted -= 1
+            self.metrics.admitted.dec()
+
+
+class SlowBody(Exception):
+    """The body did not arrive within serve_body_timeout or at serve_min_rate."""
+
+
+def allowed_hosts(settings: Settings) -> set[str] | None:
+    """Host header names accepted (None: any): ``serve_allowed_hosts``, else on a loopback
+    address only loopback names, so a web page cannot reach the server by DNS rebinding."""
+    text = settings["serve_allowed_hosts"]
+    if text:
+        names = {name.strip().lower().strip("[]") for name in text.split(",") if name.strip()}
+        return None if "*" in names else names
+    host = settings["serve_host"].strip("[]").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return {"localhost", "127.0.0.1", "::1", host} if loopback else None
+
+
+def _host_name(value: bytes) -> str:
+    """The name in a Host header, without its port (``[::1]:7000`` -> ``::1``)."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rpartition(":")[0] if text.count(":") == 1 else text
 
 
 class Gate:
-    """Pure ASGI middleware: access log + metrics, token, body limit, admission."""
+    """Pure ASGI middleware: access log + metrics, Host, token, body limits, admission."""
 
     def __init__(
         self,
@@ -93,16 +173,19 @@ class Gate:
         settings: Settings,
         state: ServeState,
         metrics: Metrics,
-        capacity: Callable[[], int],
+        admission: Admission,
     ) -> None:
         self.app = app
         self.state = state
         self.metrics = metrics
         self.token = settings["serve_token"].encode()
         self.max_body = settings["serve_max_body"]
-        self.capacity = capacity  # slots + queue (a Dask cluster's slots change)
+        self.body_timeout = settings["serve_body_timeout"]
+        self.min_rate = settings["serve_min_rate"]
+        self.admission = admission
         self.retry_after = settings["serve_retry_after"]
         self.access = settings["serve_access_log"]
+        self.hosts = allowed_hosts(settings)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -113,17 +196,25 @@ class Gate:
         state["arrived"] = asyncio.get_running_loop().time()
         path = scope["path"]
         endpoint = path if path in ENDPOINTS else "other"
-        answer = {"status": 500, "sent": 0}
+        answer = {"status": 500, "sent": 0, "started": False}
 
         async def send_logged(message: dict) -> None:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
+                answer["started"] = True
             elif message["type"] == "http.response.body":
                 answer["sent"] += len(message.get("body", b""))
             await send(message)
 
         try:
             await self._handle(scope, receive, send_logged, path)
+        except asyncio.CancelledError:
+            if not self.state.draining or answer["started"]:
+                raise
+            # the grace period ended with this request unanswered: a load balancer retries 503
+            reason = f"draining: the server is shutting down; retry after {self.retry_after} s"
+            response = _json_error(503, reason, self.retry_after, close=True)
+            await response(scope, receive, send_logged)
         finally:
             status = answer["status"]
             if state.get("client_gone"):
@@ -139,15 +230,25 @@ class Gate:
                 access_log.info(
                     '%s "%s %s" %d %d %.3fs%s',
                     client[0],
-                    scope["method"],
-                    target,
+                    printable(scope["method"]),
+                    printable(target, 2000),
                     status,
                     answer["sent"],
                     seconds,
-                    f" model={model}" if model else "",
+                    f" model={printable(model)}" if model else "",
                 )
 
     async def _handle(self, scope: dict, receive: Any, send: Any, path: str) -> None:
+        if self.hosts is not None:
+            given = next((v for k, v in scope["headers"] if k == b"host"), None)
+            if given is not None and _host_name(given) not in self.hosts:
+                await self._drain(receive)
+                reason = (
+                    f"Host {given.decode('latin-1')[:100]!r} is not served here "
+                    "(serve_allowed_hosts)"
+                )
+                await _json_error(400, reason)(scope, receive, send)
+                return
         if self.token and path not in OPEN_PATHS and not self._authorised(scope):
             await self._drain(receive)
             response = _json_error(401, "missing or wrong bearer token (Authorization: Bearer …)")
@@ -159,16 +260,8 @@ class Gate:
         if declared.isdigit() and int(declared) > self.max_body:
             await self._too_large(scope, receive, send)
             return
-        inference = path in INFERENCE_PATHS and scope["method"] in ("GET", "POST")
-        capacity = self.capacity()
-        if inference and self.state.admitted >= capacity:
-            self.metrics.rejected.labels("queue_full").inc()
-            await self._drain(receive)
-            reason = (
-                f"busy: {capacity} requests already queued or running "
-                f"(inference slots + serve_queue); retry after {self.retry_after} s"
-            )
-            await _json_error(503, reason, self.retry_after)(scope, receive, send)
+        if path in INFERENCE_PATHS and scope["method"] == "POST":
+            await self._upload(scope, receive, send)
             return
         received = 0
         over = False
@@ -196,15 +289,66 @@ class Gate:
                 return
             await send(message)
 
-        if inference:
-            self.state.admitted += 1
-            self.metrics.admitted.inc()
+        await self.app(scope, counted, guarded_send)
+
+    async def _upload(self, scope: dict, receive: Any, send: Any) -> None:
+        """An upload: its whole body first (no admission place meanwhile), then admission; the
+        deadline counts from the body's arrival."""
         try:
-            await self.app(scope, counted, guarded_send)
-        finally:
-            if inference:
-                self.state.admitted -= 1
-                self.metrics.admitted.dec()
+            body = await self._body(receive)
+        except SlowBody as exc:
+            await _json_error(408, str(exc), close=True)(scope, receive, send)
+            return
+        if body is None:  # the client went away
+            scope["state"]["client_gone"] = True
+            return
+        if len(body) > self.max_body:
+            await self._too_large(scope, receive, send, drain=False)
+            return
+        scope["state"]["arrived"] = asyncio.get_running_loop().time()
+        reason = self.admission.refusal()
+        if reason is not None:
+            await _json_error(503, reason, self.retry_after)(scope, receive, send)
+            return
+        given = False
+
+        async def replay() -> dict:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # what comes after the body: a disconnect
+
+        with self.admission.held():
+            await self.app(scope, replay, send)
+
+    async def _body(self, receive: Any) -> bytes | None:
+        """The request body (cut just past ``max_body``), or None when the client went away;
+        SlowBody when it does not arrive within ``body_timeout`` or at ``min_rate``."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            until = start + self.body_timeout
+            if self.min_rate:
+                until = min(until, start + BODY_GRACE + size / self.min_rate)
+            try:
+                async with asyncio.timeout_at(until):
+                    message = await receive()
+            except TimeoutError:
+                raise SlowBody(
+                    f"request body too slow: {size:,} bytes in {loop.time() - start:.1f} s "
+                    f"(serve_body_timeout {self.body_timeout:g} s, serve_min_rate "
+                    f"{self.min_rate} bytes/s)"
+                ) from None
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > self.max_body or not message.get("more_body"):
+                return b"".join(chunks)
 
     def _authorised(self, scope: dict) -> bool:
         for name, value in scope["headers"]:
@@ -219,7 +363,7 @@ class Gate:
         if drain:
             await self._drain(receive)
         reason = f"request body over {self.max_body:,} bytes (serve_max_body)"
-        await _json_error(413, reason)(scope, receive, send)
+        await _json_error(413, reason, close=not drain)(scope, receive, send)
 
     async def _drain(self, receive: Any) -> None:
         """Read (and drop) the body, up to the limit, so the connection stays usable."""
@@ -241,13 +385,16 @@ def create_app(settings: Settings) -> FastAPI:
     engine = _engine_for(settings)
     metrics = Metrics(engine)
     state = ServeState()
+    admission = Admission(state, metrics, engine.capacity, settings["serve_retry_after"])
     url_policy = None
     if settings["serve_url_fetch"]:
         from rmcli.serve.fetch import UrlPolicy
 
         try:
             url_policy = UrlPolicy.from_text(
-                settings["serve_url_allow"], settings["serve_url_max_bytes"]
+                settings["serve_url_allow"],
+                settings["serve_url_max_bytes"],
+                settings["serve_url_timeout"],
             )
         except ValueError as exc:
             from rmcli.errors import ConfigError
@@ -277,6 +424,8 @@ def create_app(settings: Settings) -> FastAPI:
         except RmcliError as exc:
             state.reason = f"default model {model.name} unavailable: {exc}"
             log.error("%s", state.reason)
+        engine.matting.start()  # after the warm-up, which it would slow down
+        await engine.preload()
 
     async def _evict_idle() -> None:
         period = max(1.0, min(60.0, settings["serve_session_ttl"] / 4))
@@ -289,7 +438,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Remove image backgrounds with ONNX models under a fixed core budget.",
         version=_version(),
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # Swagger UI would come from a CDN: /docs is a local page instead
         redoc_url=None,
     )
     app.state.serve = state
@@ -320,15 +469,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s", request.url.path, exc_info=exc)
+        log.error("internal error on %s", printable(request.url.path), exc_info=exc)
         return _json_error(500, f"internal error: {type(exc).__name__} (see the server log)")
 
     async def _answer(request: Request, job: Job) -> Response:
-        request.state.model = job.model or engine.default_model.name
+        request.state.model = engine.label(job.model)
         deadline = request.state.arrived + settings["serve_deadline"]
         work = asyncio.ensure_future(engine.run(job, deadline))
         gone = asyncio.ensure_future(_disconnected(request))
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server stops: the work goes with this request
+            work.cancel()
+            gone.cancel()
+            raise
         if not work.done():
             work.cancel()
             with contextlib.suppress(BaseException):
@@ -344,6 +498,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def page() -> HTMLResponse:
         html = resources.files("rmcli.serve").joinpath("static/index.html").read_text("utf-8")
         return HTMLResponse(html)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(api_page(app.openapi()))
 
     @app.get("/healthz", tags=["operations"], summary="Alive")
     async def healthz() -> dict[str, str]:
@@ -427,6 +585,7 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> Response:
         data = await file.read()
         options = _rembg_options(settings, a, af, ab, ae, om, ppm, bgc or bgc_query)
+        _check_matting(options, engine)
         return await _answer(request, Job(data, model, options, label=_label(file)))
 
     @app.get(
@@ -457,9 +616,15 @@ def create_app(settings: Settings) -> FastAPI:
         from rmcli.serve.fetch import fetch
 
         options = _rembg_options(settings, a, af, ab, ae, om, ppm, bgc)
+        _check_matting(options, engine)
         engine.model(model)  # an unknown model is refused before any fetch
-        data = await fetch(url, url_policy)
-        return await _answer(request, Job(data, model, options, label=url[:200]))
+        deadline = request.state.arrived + settings["serve_deadline"]
+        data = await fetch(url, url_policy, deadline=deadline)  # no admission place meanwhile
+        reason = admission.refusal()
+        if reason is not None:
+            raise ServeError(503, reason, settings["serve_retry_after"])
+        with admission.held():
+            return await _answer(request, Job(data, model, options, label=url[:200]))
 
     @app.post(
         "/v1/remove",
@@ -510,13 +675,11 @@ def create_app(settings: Settings) -> FastAPI:
             alpha_matting_erode_size=alpha_matting_erode_size,
             post_process_mask=post_process_mask,
         )
-        _check_matting(options)
+        _check_matting(options, engine)
         job = Job(data, model, options, fmt=format, background=back or None, label=_label(file))
         return await _answer(request, job)
 
-    app.add_middleware(
-        Gate, settings=settings, state=state, metrics=metrics, capacity=engine.capacity
-    )
+    app.add_middleware(Gate, settings=settings, state=state, metrics=metrics, admission=admission)
     origins = [o.strip() for o in settings["serve_cors_origins"].split(",") if o.strip()]
     if origins:  # outermost, so refusals carry the CORS headers too
         from starlette.middleware.cors import CORSMiddleware
@@ -588,15 +751,43 @@ def _rembg_options(
         matting_max_pixels=settings["matting_max_pixels"],
         post_process_mask=ppm,
     ).checked()
-    _check_matting(options)
     return options
 
 
-def _check_matting(options: ComposeOptions) -> None:
+def _check_matting(options: ComposeOptions, engine: Engine) -> None:
+    """Matting needs pymatting, and its kernels compiled (503 + Retry-After until then)."""
     if options.alpha_matting and not options.only_mask:
         from rmcli.images.matting import require_pymatting
 
         require_pymatting()
+        engine.require_matting()
+
+
+def api_page(schema: dict[str, Any]) -> str:
+    """/docs: the endpoints of ``schema`` as a plain page (nothing loaded from elsewhere)."""
+    from html import escape
+
+    rows = []
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            fields = [p["name"] for p in operation.get("parameters", [])]
+            body = operation.get("requestBody", {}).get("content", {})
+            for content in body.values():
+                ref = content.get("schema", {}).get("$ref", "")
+                component = schema.get("components", {}).get("schemas", {})
+                fields += list(component.get(ref.rpartition("/")[2], {}).get("properties", {}))
+            rows.append(
+                f"<tr><td><code>{escape(method.upper())} {escape(path)}</code></td>"
+                f"<td>{escape(operation.get('summary', ''))}</td>"
+                f"<td>{escape(', '.join(fields))}</td></tr>"
+            )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>rmcli serve API</title>"
+        "</head><body><h1>rmcli serve API</h1><p>The full OpenAPI schema is "
+        "<a href='/openapi.json'>/openapi.json</a>; open it in any OpenAPI viewer.</p>"
+        "<table border='1' cellpadding='4'><tr><th>endpoint</th><th>what</th><th>fields</th>"
+        f"</tr>{''.join(rows)}</table></body></html>"
+    )
 
 
 async def _disconnected(request: Request) -> None:

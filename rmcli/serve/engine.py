@@ -9,8 +9,12 @@ exceeds the usable cores, so concurrent requests queue instead of oversubscribin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -294,7 +298,14 @@ class Engine:
         self.scheduler = FairScheduler(self.budget.slots)
         self.sessions = SessionPool(settings["serve_max_sessions"], settings["serve_session_ttl"])
         allowed = [m.strip() for m in settings["serve_models"].split(",") if m.strip()]
+        self.listed_models = allowed
         self.allowed_models = set(allowed) | {self.default_model.name} if allowed else None
+        self.fetch_models = settings["serve_fetch_models"]
+        self._present: set[str] = {self.default_model.name}  # weights known to be here
+        self._fetches: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # model: (when, why) of a failed fetch
+        self.matting = MattingWarmUp()
+        self._known: set[str] | None = None  # the catalogue's model names
         self.intra_threads = self.budget.threads
         self.held_seconds = 0.0  # moving average of how long one job holds a slot
         self._models: dict[str, tuple[Model, Settings]] = {}
@@ -319,8 +330,20 @@ class Engine:
         """Why no inference can run now (None: it can); local slots always can."""
         return None
 
+    def label(self, name: str | None) -> str:
+        """``name`` as a metrics label: a model this server knows, else ``other``."""
+        from rmcli.engine.registry import models as catalogue
+
+        if self._known is None:
+            self._known = set(catalogue())
+        name = name or self.default_model.name
+        return name if name in self._models or name in self._known else "other"
+
     def model(self, name: str | None) -> tuple[Model, Settings]:
-        """The model and the session settings for a request naming ``name`` (None: default)."""
+        """The model and the session settings for a request naming ``name`` (None: default).
+
+        Sessions of other models than the default never download weights (``offline``):
+        missing weights are fetched only by :meth:`available`, once, in the background."""
         name = name or self.default_model.name
         if self.allowed_models is not None and name not in self.allowed_models:
             raise ServeError(
@@ -335,7 +358,9 @@ class Engine:
             if name == self.default_model.name:
                 settings = self.settings
             else:
-                settings = self.settings.with_values("request", model=name, model_path="")
+                settings = self.settings.with_values(
+                    "request", model=name, model_path="", offline=True
+                )
             settings = self.session_settings(settings)
             found = (model_for(settings), settings)  # an unknown name is a UsageError
             self._models[name] = found
@@ -348,11 +373,86 @@ class Engine:
     async def start(self) -> None:
         """Bind to the running loop (inference threads release slots to it)."""
         self._loop = asyncio.get_running_loop()
+        self._fetch_lock = asyncio.Lock()
+
+    def require_matting(self) -> None:
+        """503 + Retry-After while pymatting's kernels are still being compiled."""
+        reason = self.matting.unready()
+        if reason:
+            raise ServeError(503, reason, self.settings["serve_retry_after"], tag="unavailable")
+
+    async def available(self, model: Model, settings: Settings) -> None:
+        """Return when ``model``'s weights are here; else 400 (fetching not allowed) or 503 +
+        Retry-After while its one background fetch runs (``serve_fetch_models``, ``--models``)."""
+        name = model.name
+        if name in self._present:
+            return
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, _weights_here, model, settings):
+            self._present.add(name)
+            return
+        if not (self.fetch_models or name in self.listed_models):
+            raise ServeError(
+                400,
+                f"model {name!r} is not available here: its weights are not on this server "
+                "and fetching models on request is off (serve_fetch_models)",
+            )
+        retry = self.settings["serve_retry_after"]
+        failed = self._failed.get(name)
+        if failed and time.monotonic() - failed[0] < FETCH_RETRY:
+            raise ServeError(503, f"model {name!r}: {failed[1]}", max(retry, 60), "unavailable")
+        self.fetch(name)
+        raise ServeError(
+            503, f"model {name!r} is being fetched; retry after {retry} s", retry, "unavailable"
+        )
+
+    def fetch(self, name: str) -> asyncio.Task[None]:
+        """The one background fetch of ``name``'s weights (started if none runs)."""
+        task = self._fetches.get(name)
+        if task is None:
+            task = self._fetches[name] = asyncio.ensure_future(self._fetch(name))
+        return task
+
+    async def _fetch(self, name: str) -> None:
+        from rmcli.engine.session import store_for
+
+        model, settings = self.model(name)
+        online = settings.with_values("serve: fetch", offline=self.settings["offline"])
+        try:
+            async with self._fetch_lock:  # one fetch at a time
+                started = time.perf_counter()
+                log.info("fetching the weights of model %s", name)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: store_for(online).ensure(model.weights, model_name=name)
+                )
+                log.info("model %s fetched in %.1f s", name, time.perf_counter() - started)
+                self._present.add(name)
+                self._failed.pop(name, None)
+        except RmcliError as exc:
+            log.error("cannot fetch model %s: %s", name, exc)
+            self._failed[name] = (time.monotonic(), f"its weights could not be fetched: {exc}")
+        finally:
+            del self._fetches[name]
+
+    async def preload(self) -> None:
+        """Fetch the weights of the ``serve_models`` that are missing, one at a time."""
+        for name in self.listed_models:
+            try:
+                model, settings = self.model(name)
+            except RmcliError as exc:
+                log.error("serve_models: %s", exc)
+                continue
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, _weights_here, model, settings):
+                self._present.add(name)
+            else:
+                await self.fetch(name)
 
     async def run(self, job: Job, deadline: float) -> Output:
         """Cut out ``job`` before the loop time ``deadline``; ServeError on expected failures."""
         model, settings = self.model(job.model)
         probe(job.data, job.label, settings["max_pixels"])
+        await self.available(model, settings)
         reason = self.unavailable()
         if reason:
             raise ServeError(503, reason, self.settings["serve_retry_after"], tag="unavailable")
@@ -459,8 +559,103 @@ class Engine:
         self.sessions.evict_idle()
 
     async def close(self) -> None:
+        self.matting.stop()
+        for task in list(self._fetches.values()):
+            task.cancel()
         self.infer_pool.shutdown(wait=False, cancel_futures=True)
         self.codec_pool.shutdown(wait=False, cancel_futures=True)
+
+
+FETCH_RETRY = 60.0  # seconds before a failed model fetch is tried again
+
+
+def _weights_here(model: Model, settings: Settings) -> bool:
+    """True when ``model``'s weights are on this machine (verified; never downloaded)."""
+    from rmcli.engine.session import store_for
+    from rmcli.errors import ModelError
+
+    store = store_for(settings.with_values("serve: local only", offline=True))
+    try:
+        store.ensure(model.weights, model_name=model.name)
+    except ModelError:
+        return False
+    return True
+
+
+def warm_matting() -> None:
+    """Run alpha matting once on a tiny image: numba compiles pymatting's kernels (or loads
+    them from its cache)."""
+    from PIL import Image
+
+    from rmcli.contracts.output import ComposeOptions
+    from rmcli.images.matting import matte_cutout
+
+    image = Image.new("RGB", (32, 32), (200, 50, 50))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    matte_cutout(image, mask, ComposeOptions(alpha_matting=True))
+
+
+class MattingWarmUp:
+    """pymatting's numba kernels compiled ahead into numba's cache, once per server start, in a
+    child process at the lowest CPU priority (a cold compile takes minutes and would hold this
+    process's GIL). Matting requests get 503 until it is done; the first one then loads the
+    kernels from the cache (seconds)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error = ""
+        self._child: subprocess.Popen | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("pymatting") is None:
+            self.done.set()  # matting requests get the install hint instead
+            return
+        log.info(
+            "alpha matting: compiling pymatting's kernels (numba; the first start on a machine "
+            "takes minutes); matting requests get 503 until then"
+        )
+        threading.Thread(target=self._compile, name="rmcli-matting-warmup", daemon=True).start()
+
+    def _compile(self) -> None:
+        started = time.perf_counter()
+        try:
+            code = "from rmcli.serve.engine import warm_matting; warm_matting()"
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, self._child.pid, 19)
+            _, errors = self._child.communicate()
+            if self._stopped:
+                return
+            if self._child.returncode != 0:
+                last = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+                raise RuntimeError(f"compiling failed: {last}")
+            log.info("alpha matting ready (compiled in %.1f s)", time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - reported to matting requests
+            self.error = f"alpha matting is unavailable: {exc}"
+            log.error("%s", self.error)
+        finally:
+            self.done.set()
+
+    def stop(self) -> None:
+        """End a compile still running (the server stops)."""
+        self._stopped = True
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+
+    def unready(self) -> str | None:
+        """Why matting cannot run now, or None."""
+        if not self.done.is_set():
+            return "alpha matting is not ready yet: its kernels are being compiled; retry later"
+        return self.error or None
 
 
 def decode_and_mask(
@@ -480,10 +675,14 @@ def decode_and_mask(
 
 def finish(job: Job, image: Image.Image, mask: Image.Image, max_pixels: int) -> bytes:
     """Compose (background, crop...) and encode; times the encode stage."""
-    from rmcli.images.imaging import encode
+    from rmcli.images.imaging import encodable, encode
 
     started = time.perf_counter()
     result = compose_with_background(job, image, mask, max_pixels)
+    fmt = "png" if job.options.only_mask else job.fmt
+    reason = encodable(result.size, fmt)
+    if reason:
+        raise ServeError(422, f"{job.label}: " + reason.replace("--format png", "format png"))
     body = encode(result, "png" if job.options.only_mask else job.fmt)
     job.timings["encode"] = time.perf_counter() - started
     return body

@@ -4,7 +4,8 @@ http(s) only; every address the host resolves to must be public (not private, lo
 link-local, cloud metadata, reserved, multicast, or such an address wrapped in IPv6), unless
 it lies in a network the operator allowed (``serve_url_allow``). The connection goes to the
 checked address itself (the host name is only sent as Host and TLS SNI), so a second DNS answer
-cannot redirect it; every redirect is checked again; the body is capped.
+cannot redirect it; every redirect is checked again; the body is capped, and the whole fetch
+(redirects included) has one total time limit.
 """
 
 from __future__ import annotations
@@ -23,20 +24,23 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_REDIRECTS = 5
 REDIRECTS = {301, 302, 303, 307, 308}
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible (::a.b.c.d)
+TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (::ffff:0:a.b.c.d)
 
 
 def _embedded(ip: IPAddress) -> IPAddress | None:
-    """The IPv4 address inside an IPv4-mapped, 6to4, Teredo or NAT64 IPv6 address."""
+    """The IPv4 address inside an IPv4-mapped, IPv4-compatible, IPv4-translated, 6to4, Teredo
+    or NAT64 IPv6 address (``::`` and ``::1`` are judged as themselves)."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return None
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if (ip in COMPATIBLE and int(ip) > 1) or ip in TRANSLATED or ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.sixtofour is not None:
         return ip.sixtofour
     if ip.teredo is not None:
         return ip.teredo[1]
-    if ip in NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 
@@ -59,17 +63,18 @@ def _kind(ip: IPAddress) -> str | None:
 
 @dataclass
 class UrlPolicy:
-    """Which addresses a fetch may reach and how much it may read."""
+    """Which addresses a fetch may reach, how much it may read and for how long in all."""
 
     max_bytes: int
     allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds for the whole fetch, redirects included
 
     @classmethod
     def from_text(cls, allow: str, max_bytes: int, timeout: float = 10.0) -> UrlPolicy:
-        """``allow``: comma-separated networks such as ``10.1.0.0/16``; a bad one: ValueError."""
-        networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allow.split(",")]
-        return cls(max_bytes, [n for n in networks if n.prefixlen or n.num_addresses], timeout)
+        """``allow``: comma-separated networks such as ``10.1.0.0/16`` (empty: none); a bad
+        one: ValueError."""
+        names = [n.strip() for n in allow.split(",") if n.strip()]
+        return cls(max_bytes, [ipaddress.ip_network(n, strict=False) for n in names], timeout)
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why the policy refuses ``ip`` (None: allowed); an embedded IPv4 address counts."""
@@ -122,8 +127,26 @@ async def checked_target(url: str, policy: UrlPolicy, resolver=resolve) -> tuple
     return host, addresses[0], port
 
 
-async def fetch(url: str, policy: UrlPolicy, resolver=resolve) -> bytes:
-    """The body of ``url`` (status 200), fetched under ``policy``; ServeError otherwise."""
+async def fetch(
+    url: str, policy: UrlPolicy, resolver=resolve, deadline: float | None = None
+) -> bytes:
+    """The body of ``url`` (status 200), fetched under ``policy`` within ``policy.timeout``
+    seconds in all (and before the loop time ``deadline``); ServeError otherwise."""
+    limit = policy.timeout
+    if deadline is not None:
+        limit = min(limit, deadline - asyncio.get_running_loop().time())
+    try:
+        async with asyncio.timeout(max(limit, 0.0)):
+            return await _fetch(url, policy, resolver)
+    except TimeoutError:
+        raise ServeError(
+            504,
+            f"{url}: not fetched within {max(limit, 0.0):.3g} s "
+            f"(serve_url_timeout {policy.timeout:g} s, within serve_deadline)",
+        ) from None
+
+
+async def _fetch(url: str, policy: UrlPolicy, resolver) -> bytes:
     limits = httpx.Timeout(policy.timeout)
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=limits) as client:
         for _ in range(MAX_REDIRECTS + 1):
