@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmcli.config.file import config_path, read_config_file
+from rmcli.config.file import MODELS, config_path, read_config_file
 from rmcli.errors import ConfigError
 
 
@@ -837,6 +837,7 @@ def resolve(
     env = os.environ if env is None else env
     path = config_path(env) if path is None else path
     data = read_config_file(path)
+    data.pop(MODELS, None)  # [models.NAME] tables: custom models, read by the model registry
     plugin_tables = data.pop("plugins", {})
     if not isinstance(plugin_tables, dict) or not all(
         isinstance(table, dict) for table in plugin_tables.values()

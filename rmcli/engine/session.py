@@ -162,6 +162,24 @@ def _create(plan: SessionPlan) -> Any:
     return session
 
 
+def probe_input(path: Path) -> list[Any]:
+    """The shape of the first input of the ONNX file at ``path`` (ints, or names for free
+    dimensions), as ONNX Runtime loads it on the CPU; a :class:`ModelError` when it cannot."""
+    import onnxruntime as ort
+
+    require_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        raise ModelError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") from None
+    inputs = session.get_inputs()
+    return list(inputs[0].shape) if inputs else []
+
+
 def _available(providers: list) -> list:
     """The providers this onnxruntime has (asking for others only makes ORT print a Python
     warning); the backend's ``check_session`` says what a missing one means."""
