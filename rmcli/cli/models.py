@@ -169,9 +169,10 @@ def add(
         spec["path"] = str(path)
     if sha256:
         spec["sha256"] = sha256.lower()
-    for key, raw, parts in (("input_size", input_size, "x"), ("mean", mean, ","), ("std", std, ",")):
+    overrides = (("input_size", input_size, "x"), ("mean", mean, ","), ("std", std, ","))
+    for key, raw, separator in overrides:
         if raw is not None:
-            spec[key] = _parsed(key, raw, parts)
+            spec[key] = _parsed(key, raw, separator)
     model = registered_model(name, spec)  # the same checks as when the config is read
     store = _store()
     weights_path = store.ensure(
@@ -216,7 +217,7 @@ def _parsed(key: str, raw: str, separator: str) -> list[float] | list[int]:
 
 
 def _checked_shape(path: Path, size: tuple[int, int], size_given: bool) -> list[int]:
-    """[width, height] the network takes (``size`` where free); refuses other than (1|N, 3, H, W)."""
+    """[width, height] the network takes (``size`` where free); refuses other than [N, 3, H, W]."""
     from rmcli.engine.session import probe_input
 
     shape = probe_input(path)
