@@ -15,6 +15,7 @@ from rmcli.engine.layout import apply_layout, resolve_layout
 from rmcli.engine.ort_install import mixed_install_problem, require_onnxruntime
 from rmcli.engine.precision import check_precision
 from rmcli.engine.registry import call_hook
+from rmcli.engine.stats import SessionMemory, peak_rss_bytes, record_session_memory, rss_bytes
 from rmcli.engine.weights import WeightsStore
 from rmcli.errors import BackendError, ModelError
 
@@ -129,6 +130,7 @@ def build_session(
     check_thread_options(plan.options)
     threadpool.apply(plan.options, layout, bool(settings.get("shared_threadpool")))
     started = time.perf_counter()
+    rss_before = rss_bytes()
     try:
         created = _create(plan)
     except ModelError as exc:
@@ -139,6 +141,8 @@ def build_session(
         raise
     loaded = LoadedSession(created, plan, 0.0)
     loaded.seconds_to_create = time.perf_counter() - started
+    size = plan.weights_path.stat().st_size if plan.weights_path.is_file() else 0
+    record_session_memory(SessionMemory(size, rss_before, rss_bytes(), peak_rss_bytes()))
     _check_input(model, plan.weights_path, loaded.session)
     backend.check_session(loaded.session, plan)
     call_hook("session_created", session=loaded.session, plan=plan)
