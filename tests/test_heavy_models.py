@@ -17,8 +17,6 @@ from PIL import Image
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from heavy_model import HeavyModelUnavailable, heavy_models  # noqa: E402
 
-pytestmark = pytest.mark.heavy
-
 PHOTO = ROOT / "examples" / "girl-1.jpg"
 
 
@@ -51,17 +49,22 @@ def isnet_mask(model_path, photo) -> np.ndarray:
     return np.asarray(mask.resize(image.size, Image.Resampling.LANCZOS), dtype=float)
 
 
+@pytest.mark.heavy
 def test_added_isnet_gives_the_isnet_formula_mask(isnet, expected, tmp_path):
     done = rmcli("models", "add", "heavy-isnet", str(isnet.fp32), "--family", "isnet")
     assert done.returncode == 0, done.stderr
     assert "added heavy-isnet: isnet family, input 1024x1024" in done.stdout.decode()
-    ours = rmcli("remove", str(PHOTO), "-m", "heavy-isnet", "-o", str(tmp_path))
+    ours = rmcli("remove", str(PHOTO), "-m", "heavy-isnet", "-o", str(tmp_path), "--stats")
     assert ours.returncode == 0, ours.stderr
+    stats = ours.stderr.decode()
+    assert f"weights    {isnet.fp32.stat().st_size / 2**20:8.1f} MiB (file)" in stats
+    assert "session" in stats and "images" in stats and "(peak above the session)" in stats
     alpha = alpha_of(tmp_path / "girl-1.png")
     assert 10 < expected.mean() < 245  # a real cut-out, not an empty or full mask
     assert np.abs(alpha - expected).mean() <= 0.5 and np.abs(alpha - expected).max() <= 2
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("variant", ["fp16", "quantized"])
 def test_fp16_and_quantized_variants_load_and_run(isnet, expected, variant):
     from rmcli import Remover
@@ -70,3 +73,39 @@ def test_fp16_and_quantized_variants_load_and_run(isnet, expected, variant):
     mask = np.asarray(Remover(model_path=path, model_family="isnet").mask(PHOTO), dtype=float)
     assert mask.shape == expected.shape
     assert np.abs(mask - expected).mean() < 8  # about 3/255 for the quantized one
+
+
+def mean_of_channels(path, size: int) -> None:
+    """A stand-in network with a fixed [1, 3, size, size] input: the channels' mean."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1)
+    graph = helper.make_graph(
+        [node],
+        "mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, size, size])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("family", "size", "mode", "arena"),
+    [
+        ("isnet", 1024, "auto", False),
+        ("u2net", 320, "auto", True),
+        ("isnet", 1024, "on", True),
+        ("u2net", 320, "off", False),
+    ],
+)
+def test_memory_arena_is_off_for_heavy_models_unless_asked(tmp_path, family, size, mode, arena):
+    from rmcli import Remover
+
+    path = tmp_path / "net.onnx"
+    mean_of_channels(path, size)
+    remover = Remover(model_path=path, model_family=family, cpu_mem_arena=mode)
+    assert remover.session.plan.options.enable_cpu_mem_arena is arena
+    photo = ROOT / "examples" / "car-1.jpg"
+    assert remover.mask(photo).size == Image.open(photo).size  # and it runs

@@ -485,6 +485,16 @@ SETTINGS: dict[str, Setting] = {
             metavar="LEVEL",
         ),
         _setting(
+            "cpu_mem_arena",
+            _parse_str,
+            "auto",
+            "ONNX Runtime's CPU memory arena (auto: off for models with inputs of 768x768 or "
+            "more, where it holds far more memory than it saves time; on for smaller ones).",
+            choices=("auto", "on", "off"),
+            session=True,
+            metavar="MODE",
+        ),
+        _setting(
             "executor",
             _parse_str,
             "local",
