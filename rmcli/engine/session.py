@@ -151,21 +151,40 @@ def build_session(
 
 
 HEAVY_INPUT_PIXELS = 768 * 768  # from here on, the arena costs far more memory than it saves
+M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 def apply_memory_options(options: Any, model: Model, settings: Settings) -> None:
     """The CPU memory arena per setting ``cpu_mem_arena``; ``auto``: off for heavy models.
 
-    With a 1024x1024 ISNet the arena keeps every activation buffer of the largest run (peak
-    RSS 1.7 GB) where plain allocation frees them as the graph goes (about 0.6 GB less), at
-    no measurable cost in speed; for a 320x320 u2netp both are about the same.
+    With the arena, a session keeps every buffer of its largest run. Without it, ONNX Runtime
+    allocates with malloc and frees as the graph goes; then the process's threads also share
+    one glibc malloc arena (:func:`share_malloc_arena`), or memory freed in one thread's arena
+    is not reused by the next run on another thread. A 1024x1024 ISNet, 3 photos, 2 images
+    in flight: peak RSS 1.23 GB with the arena, 0.90 GB without it and with one malloc arena.
     """
     mode = settings.get("cpu_mem_arena", "auto")
     width, height = model.input_size
     if mode == "off" or (mode == "auto" and width * height >= HEAVY_INPUT_PIXELS):
         options.enable_cpu_mem_arena = False
+        share_malloc_arena()
     elif mode == "on":
         options.enable_cpu_mem_arena = True
+
+
+def share_malloc_arena() -> bool:
+    """Make threads that allocate for the first time from now on share glibc's main malloc
+    arena, for the rest of the process (as MALLOC_ARENA_MAX=1 would); False where not glibc.
+    Called before the session and its threads exist."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def _create(plan: SessionPlan) -> Any:
