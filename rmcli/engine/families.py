@@ -130,7 +130,7 @@ def registered_model(name: str, spec: Mapping[str, Any]) -> Model:
             values[key] = _numbers(spec[key], key, length, int if key == "input_size" else float)
     path, url = spec.get("path"), spec.get("url")
     if bool(path) == bool(url) or not isinstance(path or url, str):
-        raise UsageError("give either path or url (text), not both")
+        raise UsageError("needs either a path or a url (text), not both")
     try:
         if path:
             weights = Weights(filename=Path(path).name, path=path, sha256=spec.get("sha256", ""))
