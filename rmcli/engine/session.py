@@ -160,8 +160,9 @@ def apply_memory_options(options: Any, model: Model, settings: Settings) -> None
     With the arena, a session keeps every buffer of its largest run. Without it, ONNX Runtime
     allocates with malloc and frees as the graph goes; then the process's threads also share
     one glibc malloc arena (:func:`share_malloc_arena`), or memory freed in one thread's arena
-    is not reused by the next run on another thread. A 1024x1024 ISNet, 3 photos, 2 images
-    in flight: peak RSS 1.23 GB with the arena, 0.90 GB without it and with one malloc arena.
+    is not reused by the next run on another thread. A 1024x1024 ISNet, 2 images in flight:
+    peak RSS about 1.3 GB with the arena, 1.23 GB without it, 0.88 GB without it and with one
+    malloc arena, for up to 20 % more time per inference (docs/performance.md).
     """
     mode = settings.get("cpu_mem_arena", "auto")
     width, height = model.input_size
