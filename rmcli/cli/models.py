@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rmcli.errors import EXIT_INPUT_FAILED, UsageError
+from rmcli.errors import EXIT_INPUT_FAILED, RmcliError, UsageError
 
 models_app = typer.Typer(
     help="List, fetch, import, verify and remove model weights.", no_args_is_help=True
@@ -178,7 +178,11 @@ def add(
     weights_path = store.ensure(
         model.weights, progress=lambda m: print(m, file=sys.stderr), model_name=name
     )
-    shape = _checked_shape(weights_path, model.input_size, "input_size" in spec)
+    try:
+        shape = _checked_shape(weights_path, model.input_size, "input_size" in spec)
+    except RmcliError:
+        store.discard_unchecked(model.weights)  # a download nobody will use (no checksum)
+        raise
     if "input_size" not in spec and shape != list(model.input_size):
         spec["input_size"] = shape  # the network's fixed size, not the family's
         model = registered_model(name, spec)

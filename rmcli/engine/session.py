@@ -115,7 +115,7 @@ def build_session(
     )
     layout = resolve_layout(settings, backend, cores=cores)
     options = backend.session_options(settings)
-    apply_memory_options(options, model, settings)
+    apply_memory_options(options, settings)
     apply_layout(options, layout)
     plan = SessionPlan(
         model=model,
@@ -150,27 +150,23 @@ def build_session(
     return loaded
 
 
-HEAVY_INPUT_PIXELS = 768 * 768  # from here on, the arena costs far more memory than it saves
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-def apply_memory_options(options: Any, model: Model, settings: Settings) -> None:
-    """The CPU memory arena per setting ``cpu_mem_arena``; ``auto``: off for heavy models.
+def apply_memory_options(options: Any, settings: Settings) -> None:
+    """Setting ``cpu_mem_arena`` off: no ONNX Runtime CPU arena, and one malloc arena.
 
     With the arena, a session keeps every buffer of its largest run. Without it, ONNX Runtime
     allocates with malloc and frees as the graph goes; then the process's threads also share
     one glibc malloc arena (:func:`share_malloc_arena`), or memory freed in one thread's arena
     is not reused by the next run on another thread. A 1024x1024 ISNet, 2 images in flight:
     peak RSS about 1.3 GB with the arena, 1.23 GB without it, 0.88 GB without it and with one
-    malloc arena, for up to 20 % more time per inference (docs/performance.md).
+    malloc arena; but each inference takes up to a quarter longer (fresh buffers are
+    page-faulted every run), so the arena stays on by default (docs/performance.md).
     """
-    mode = settings.get("cpu_mem_arena", "auto")
-    width, height = model.input_size
-    if mode == "off" or (mode == "auto" and width * height >= HEAVY_INPUT_PIXELS):
+    if not settings.get("cpu_mem_arena", True):
         options.enable_cpu_mem_arena = False
         share_malloc_arena()
-    elif mode == "on":
-        options.enable_cpu_mem_arena = True
 
 
 def share_malloc_arena() -> bool:
