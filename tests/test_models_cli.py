@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from conftest import EXAMPLES, rmcli
+from conftest import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
@@ -232,3 +232,32 @@ def _write_rank2_model(path) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_added_url_model_is_fetched_into_the_cache_and_checked(u2netp_path, tmp_path):
+    from httpserve import serving
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(u2netp_path, site / "net.onnx")
+    (site / "notes.onnx").write_text("not a network")
+    digest = hashlib.sha256(u2netp_path.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    env = {"RMCLI_MODELS_DIR": str(cache)}
+    with serving(site) as base:
+        done = rmcli("models", "add", "web", f"{base}/net.onnx", "--family", "u2net",
+                     "--sha256", digest, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        bad = rmcli("models", "add", "junk", f"{base}/notes.onnx", "--family", "u2net", env=env)
+    assert f"from {base}/net.onnx" in done.stdout.decode()
+    assert (cache / "custom-web.onnx").read_bytes() == u2netp_path.read_bytes()
+    assert listed(cache)["web"]["state"] == "cached"
+    assert bad.returncode == 2 and "not an ONNX model" in bad.stderr.decode()
+    assert not (cache / "custom-junk.onnx").exists()  # the useless download is not kept
+    ours = rmcli("remove", str(PHOTO), "-m", "web", "--offline", "-o", str(tmp_path), env=env)
+    assert ours.returncode == 0, ours.stderr
+    reference = rmcli("remove", str(PHOTO), "-o", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    assert np.array_equal(
+        alpha_of(tmp_path / "animal-1.png"), alpha_of(tmp_path / "ref" / "animal-1.png")
+    )
