@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
-from conftest import EXAMPLES, rmcli
+from conftest import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
@@ -137,3 +138,126 @@ def test_custom_weights_errors_name_the_file(u2netp_path, tmp_path):
         assert done.returncode == 2, message
         assert expected in message and "Traceback" not in message
         assert len(message.strip().splitlines()) == 1
+
+
+def test_added_model_is_used_by_name_everywhere_until_removed(u2netp_path, tmp_path):
+    custom = shutil.copy(u2netp_path, tmp_path / "my-finetune.onnx")
+    digest = hashlib.sha256(custom.read_bytes()).hexdigest()
+    done = rmcli("models", "add", "mine", str(custom), "--family", "u2net", "--sha256", digest)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.decode()
+    assert "added mine: u2net family, input 320x320" in said and f"sha256:{digest}" in said
+    row = listed(tmp_path / "cache")["mine"]
+    assert row["custom"] and row["family"] == "u2net" and row["path"] == str(custom)
+    assert row["size"] == custom.stat().st_size and row["state"] == "in place"
+    assert not listed(tmp_path / "cache")["u2netp"]["custom"]
+    assert "(custom, u2net)" in rmcli("models", "list").stdout.decode()
+
+    reference = rmcli("remove", str(PHOTO), "-m", "u2netp", "-o", str(tmp_path / "builtin"))
+    assert reference.returncode == 0, reference.stderr
+    expected = np.asarray(Image.open(tmp_path / "builtin" / "animal-1.png"))
+    ours = rmcli("remove", str(PHOTO), "-m", "mine", "-o", str(tmp_path / "custom"))
+    assert ours.returncode == 0, ours.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "custom" / "animal-1.png")), expected)
+    compat = rmcli("i", "-m", "mine", str(PHOTO), str(tmp_path / "i.png"))
+    assert compat.returncode == 0, compat.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "i.png")), expected)
+    assert np.array_equal(np.asarray(Remover(model="mine").mask(PHOTO)), expected[..., 3])
+
+    done = rmcli("models", "remove", "mine")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == f"forgot mine (the file {custom} is kept)"
+    assert custom.is_file()
+    gone = rmcli("remove", str(PHOTO), "-m", "mine", "-o", str(tmp_path / "after"))
+    assert gone.returncode == 2 and "unknown model 'mine'" in gone.stderr.decode()
+    again = rmcli("models", "remove", "mine")
+    assert again.returncode == 2 and "'mine' is not a custom model" in again.stderr.decode()
+
+
+def test_added_model_is_served_by_name(u2netp_path, tmp_path):
+    from serving import car_bytes, start_server
+
+    folder = tmp_path / "serve"
+    folder.mkdir()
+    custom = shutil.copy(u2netp_path, tmp_path / "mine.onnx")
+    env = {"RMCLI_CONFIG": str(folder / "config.toml")}
+    assert rmcli("models", "add", "mine", str(custom), "--family", "u2net", env=env).returncode == 0
+    server = start_server(folder, env={"RMCLI_SERVE_WARMUP": "false"})
+    try:
+        with server.client() as client:
+            answers = [
+                client.post("/api/remove", files={"file": ("c.jpg", car_bytes())}, data=data)
+                for data in ({"model": "mine"}, {"model": "u2netp"})
+            ]
+    finally:
+        assert server.stop() == 0, server.log_text()
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    assert answers[0].content == answers[1].content
+
+
+def test_models_add_refuses_bad_input_in_one_line(u2netp_path, tmp_path):
+    custom = shutil.copy(u2netp_path, tmp_path / "mine.onnx")
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("not a network")
+    flat = tmp_path / "flat.onnx"
+    _write_rank2_model(flat)
+    cases = [
+        (["a", str(tmp_path / "gone.onnx"), "--family", "u2net"], "gone.onnx: no such file"),
+        (["a", str(not_onnx), "--family", "u2net"], "not an ONNX model"),
+        (["a", str(flat), "--family", "u2net"], "input has rank 2"),
+        (["a", str(custom), "--family", "sam"], "unknown family 'sam'; one of u2net"),
+        (["u2netp", str(custom), "--family", "u2net"], "'u2netp' is a catalogue model"),
+        (["a", str(custom), "--family", "u2net", "--sha256", "0" * 64], "has the wrong checksum"),
+        (["a", str(custom), "--family", "u2net", "--input-size", "1024x1024"], "not 1024x1024"),
+        (["a/b", str(custom), "--family", "u2net"], "model name 'a/b'"),
+    ]
+    for args, expected in cases:
+        done = rmcli("models", "add", *args)
+        message = done.stderr.decode()
+        assert done.returncode == 2, (args, message)
+        assert expected in message and "Traceback" not in message, message
+        assert len(message.strip().splitlines()) == 1, message
+    config = Path(os.environ["RMCLI_CONFIG"])
+    assert not config.exists() or "[models" not in config.read_text()
+
+
+def _write_rank2_model(path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_added_url_model_is_fetched_into_the_cache_and_checked(u2netp_path, tmp_path):
+    from httpserve import serving
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(u2netp_path, site / "net.onnx")
+    (site / "notes.onnx").write_text("not a network")
+    digest = hashlib.sha256(u2netp_path.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    env = {"RMCLI_MODELS_DIR": str(cache)}
+    with serving(site) as base:
+        done = rmcli("models", "add", "web", f"{base}/net.onnx", "--family", "u2net",
+                     "--sha256", digest, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        bad = rmcli("models", "add", "junk", f"{base}/notes.onnx", "--family", "u2net", env=env)
+    assert f"from {base}/net.onnx" in done.stdout.decode()
+    assert (cache / "custom-web.onnx").read_bytes() == u2netp_path.read_bytes()
+    assert listed(cache)["web"]["state"] == "cached"
+    assert bad.returncode == 2 and "not an ONNX model" in bad.stderr.decode()
+    assert not (cache / "custom-junk.onnx").exists()  # the useless download is not kept
+    ours = rmcli("remove", str(PHOTO), "-m", "web", "--offline", "-o", str(tmp_path), env=env)
+    assert ours.returncode == 0, ours.stderr
+    reference = rmcli("remove", str(PHOTO), "-o", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    assert np.array_equal(
+        alpha_of(tmp_path / "animal-1.png"), alpha_of(tmp_path / "ref" / "animal-1.png")
+    )

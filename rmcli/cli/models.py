@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from rmcli.errors import EXIT_INPUT_FAILED
+from rmcli.errors import EXIT_INPUT_FAILED, RmcliError, UsageError
 
 models_app = typer.Typer(
     help="List, fetch, import, verify and remove model weights.", no_args_is_help=True
@@ -43,6 +43,7 @@ def list_models(
         rows.append(
             {
                 "name": name,
+                "custom": bool(model.extra.get("custom")),
                 "cached": present,
                 "state": state,
                 "size": path.stat().st_size if present else weights.size,
@@ -58,7 +59,8 @@ def list_models(
         return
     for row in rows:
         size = _size(row["size"])
-        typer.echo(f"{row['name']:<24} {row['state']:<11} {size:>9}  {row['path']}")
+        custom = f"  (custom, {row['family']})" if row["custom"] else ""
+        typer.echo(f"{row['name']:<24} {row['state']:<11} {size:>9}  {row['path']}{custom}")
 
 
 @models_app.command("pull")
@@ -82,7 +84,6 @@ def import_weights(
 ) -> None:
     """Copy a weights file into the cache for a known model, after checking its checksum."""
     from rmcli.engine.registry import get_model
-    from rmcli.errors import UsageError
 
     try:
         model = get_model(name)
@@ -125,6 +126,118 @@ def remove_weights(names: Annotated[list[str], typer.Argument(help="Model names.
     store = _store()
     for model in chosen:
         typer.echo(f"removed {store.remove(model.weights)}")
+
+
+@models_app.command("add", short_help="Register your own ONNX model under a name (-m NAME).")
+def add(
+    name: Annotated[str, typer.Argument(help="The name to use with -m.")],
+    source: Annotated[str, typer.Argument(help="An ONNX file, or an http(s) URL of one.")],
+    family: Annotated[
+        str, typer.Option("--family", help="u2net, isnet or birefnet: pre- and post-processing.")
+    ],
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Checksum the file must have (hex).")
+    ] = None,
+    input_size: Annotated[
+        str | None, typer.Option("--input-size", help="WxH instead of the family's.")
+    ] = None,
+    mean: Annotated[
+        str | None, typer.Option("--mean", help="R,G,B mean instead of the family's.")
+    ] = None,
+    std: Annotated[
+        str | None, typer.Option("--std", help="R,G,B std instead of the family's.")
+    ] = None,
+) -> None:
+    """Check that an ONNX model loads, then record it as [models.NAME] in the config file.
+
+    Afterwards -m NAME works wherever a model is named (remove, i/p/b, serve, bench, tune,
+    Remover(model=NAME)). A local file is used in place; a URL is fetched into the cache.
+    """
+    from rmcli.config.file import config_path, set_custom_model
+    from rmcli.engine.families import registered_model
+    from rmcli.engine.registry import catalogue
+
+    if name in catalogue():
+        raise UsageError(f"{name!r} is a catalogue model; choose another name")
+    spec: dict[str, Any] = {"family": family}
+    if source.partition("://")[0].lower() in {"http", "https"}:
+        spec["url"] = source
+    else:
+        path = Path(source).expanduser().resolve()
+        if not path.is_file():
+            raise UsageError(f"{source}: no such file")
+        spec["path"] = str(path)
+    if sha256:
+        spec["sha256"] = sha256.lower()
+    overrides = (("input_size", input_size, "x"), ("mean", mean, ","), ("std", std, ","))
+    for key, raw, separator in overrides:
+        if raw is not None:
+            spec[key] = _parsed(key, raw, separator)
+    model = registered_model(name, spec)  # the same checks as when the config is read
+    store = _store()
+    weights_path = store.ensure(
+        model.weights, progress=lambda m: print(m, file=sys.stderr), model_name=name
+    )
+    try:
+        shape = _checked_shape(weights_path, model.input_size, "input_size" in spec)
+    except RmcliError:
+        store.discard_unchecked(model.weights)  # a download nobody will use (no checksum)
+        raise
+    if "input_size" not in spec and shape != list(model.input_size):
+        spec["input_size"] = shape  # the network's fixed size, not the family's
+        model = registered_model(name, spec)
+    set_custom_model(config_path(), name, spec)
+    width, height = model.input_size
+    typer.echo(f"added {name}: {family} family, input {width}x{height}")
+    typer.echo(f"  weights {weights_path} ({_size(weights_path.stat().st_size)})")
+    if spec.get("url"):
+        typer.echo(f"  from {spec['url']}")
+    typer.echo(f"  checksum {model.weights.checksum or 'none (give --sha256 to check it)'}")
+    typer.echo(f"  mean {list(model.mean)} std {list(model.std)}")
+    typer.echo(f"  recorded in {config_path()}")
+
+
+@models_app.command("remove", short_help="Forget a model added with `models add`.")
+def forget(name: Annotated[str, typer.Argument(help="A custom model's name.")]) -> None:
+    """Remove [models.NAME] from the config file; the weights file itself is kept."""
+    from rmcli.config.file import config_path, custom_models, unset_custom_model
+    from rmcli.engine.registry import catalogue
+
+    spec = custom_models(config_path()).get(name)
+    if not unset_custom_model(config_path(), name):
+        hint = "; `rmcli models rm` deletes cached weights" if name in catalogue() else ""
+        raise UsageError(f"{name!r} is not a custom model (rmcli models add){hint}")
+    kept = (spec or {}).get("path") or ""
+    typer.echo(f"forgot {name}" + (f" (the file {kept} is kept)" if kept else ""))
+
+
+def _parsed(key: str, raw: str, separator: str) -> list[float] | list[int]:
+    try:
+        if separator == "x":
+            return [int(part) for part in raw.lower().split("x")]
+        return [float(part) for part in raw.split(separator)]
+    except ValueError:
+        raise UsageError(f"--{key.replace('_', '-')} {raw!r}: not numbers") from None
+
+
+def _checked_shape(path: Path, size: tuple[int, int], size_given: bool) -> list[int]:
+    """[width, height] the network takes (``size`` where free); refuses other than [N, 3, H, W]."""
+    from rmcli.engine.session import probe_input
+
+    shape = probe_input(path)
+    if len(shape) != 4:
+        raise UsageError(
+            f"{path}: the network's input has rank {len(shape)} ({shape}); "
+            "background-removal models take [1, 3, height, width]"
+        )
+    if isinstance(shape[1], int) and shape[1] != 3:
+        raise UsageError(f"{path}: the network's input {shape} does not take 3 colour channels")
+    width, height = size
+    fixed = [shape[3] if isinstance(shape[3], int) else width]
+    fixed.append(shape[2] if isinstance(shape[2], int) else height)
+    if size_given and fixed != [width, height]:
+        raise UsageError(f"{path}: the network takes input {shape}, not {width}x{height}")
+    return fixed
 
 
 def _size(size: int | None) -> str:

@@ -23,6 +23,7 @@ CONFIG_ENV = "RMCLI_CONFIG"
 LOCK_TIMEOUT_S = 30.0
 PLUGINS = "plugins"
 LAYOUTS = "layout"  # [layout.<model>] tables: thread layouts saved by `rmcli tune --save`
+MODELS = "models"  # [models.NAME]: custom models (rmcli models add)
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -226,3 +227,41 @@ def save_layout(path: Path, model: str, values: Mapping[str, Any]) -> None:
         tables[model] = {k: v for k, v in values.items() if v is not None}
 
     update_config(path, change)
+
+
+def custom_models(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``[models.NAME]`` tables of the file (custom models added with ``rmcli models add``)."""
+    tables = read_config_file(path).get(MODELS, {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError(f"{path}: models must hold [models.<name>] tables")
+    return tables
+
+
+def set_custom_model(path: Path, name: str, table: dict[str, Any]) -> None:
+    """Write (or replace) the ``[models.NAME]`` table."""
+
+    def change(data: dict[str, Any]) -> None:
+        tables = data.setdefault(MODELS, {})
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{path}: models must hold [models.<name>] tables")
+        tables[name] = table
+
+    update_config(path, change)
+
+
+def unset_custom_model(path: Path, name: str) -> bool:
+    """Remove the ``[models.NAME]`` table; False when it was not there."""
+    removed = False
+
+    def change(data: dict[str, Any]) -> bool:
+        nonlocal removed
+        tables = data.get(MODELS)
+        if isinstance(tables, dict) and name in tables:
+            del tables[name]
+            if not tables:
+                del data[MODELS]
+            removed = True
+        return removed
+
+    update_config(path, change)
+    return removed

@@ -105,3 +105,58 @@ def custom_model(path: str | Path, family: str) -> Model:
     weights = Weights(filename=file.name, path=str(file))
     summary = f"custom {family}-family weights {file}"
     return cls(name=f"custom:{file}", summary=summary, weights=weights, family=family, **spec)
+
+
+CUSTOM_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+def registered_model(name: str, spec: Mapping[str, Any]) -> Model:
+    """The model of a ``[models.NAME]`` table (``rmcli models add``): ``family``, ``path`` or
+    ``url``, optional ``sha256``, ``input_size`` [w, h], ``mean`` and ``std`` [r, g, b]."""
+    import re
+
+    if not re.fullmatch(CUSTOM_NAME, name):
+        raise UsageError(
+            f"model name {name!r}: use letters, digits, '.', '_' and '-' (64 at most), "
+            "starting with a letter or digit"
+        )
+    family = spec.get("family")
+    if family not in FAMILIES:
+        raise UsageError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
+    values = dict(FAMILIES[family])
+    cls = values.pop("cls")
+    for key, length in (("input_size", 2), ("mean", 3), ("std", 3)):
+        if key in spec:
+            values[key] = _numbers(spec[key], key, length, int if key == "input_size" else float)
+    path, url = spec.get("path"), spec.get("url")
+    if bool(path) == bool(url) or not isinstance(path or url, str):
+        raise UsageError("needs either a path or a url (text), not both")
+    try:
+        if path:
+            weights = Weights(filename=Path(path).name, path=path, sha256=spec.get("sha256", ""))
+        else:
+            weights = Weights(f"custom-{name}.onnx", urls=(url,), sha256=spec.get("sha256", ""))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    summary = f"custom {family}-family model ({path or url})"
+    return cls(
+        name=name,
+        summary=summary,
+        weights=weights,
+        family=family,
+        extra={"custom": True},
+        **values,
+    )
+
+
+def _numbers(raw: Any, key: str, length: int, kind: type) -> tuple:
+    if (
+        not isinstance(raw, list | tuple)
+        or len(raw) != length
+        or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw)
+        or (kind is int and not all(isinstance(x, int) and 16 <= x <= 8192 for x in raw))
+        or (key == "std" and not all(x > 0 for x in raw))
+    ):
+        what = "whole numbers from 16 to 8192" if kind is int else "numbers"
+        raise UsageError(f"{key} must be {length} {what}, not {raw!r}")
+    return tuple(kind(x) for x in raw)

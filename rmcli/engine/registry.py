@@ -280,9 +280,31 @@ def backends() -> dict[str, Backend]:
     return _by_name(_collect("register_backends", Backend), "backend")
 
 
-def models() -> dict[str, Model]:
-    """Every registered model, by name."""
+def catalogue() -> dict[str, Model]:
+    """The models plugins register (the built-in catalogue among them), by name."""
     return _by_name(_collect("register_models", Model), "model")
+
+
+def models() -> dict[str, Model]:
+    """Every model, by name: the catalogue, then the config file's custom ``[models.NAME]``.
+
+    A custom table that is broken or shadows a catalogue name is named in a warning and
+    skipped, so that one bad table does not stop every command.
+    """
+    from rmcli.config.file import config_path, custom_models
+    from rmcli.engine.families import registered_model
+
+    table = catalogue()
+    path = config_path()
+    for name, spec in custom_models(path).items():
+        if name in table:
+            log.warning(f"{path}: [models.{name}] shadows a catalogue model and is ignored")
+            continue
+        try:
+            table[name] = registered_model(name, spec)
+        except RmcliError as exc:
+            log.warning(f"{path}: [models.{name}] is ignored: {exc}")
+    return table
 
 
 def executors() -> dict[str, Executor]:

@@ -15,6 +15,7 @@ from rmcli.engine.layout import apply_layout, resolve_layout
 from rmcli.engine.ort_install import mixed_install_problem, require_onnxruntime
 from rmcli.engine.precision import check_precision
 from rmcli.engine.registry import call_hook
+from rmcli.engine.stats import SessionMemory, peak_rss_bytes, record_session_memory, rss_bytes
 from rmcli.engine.weights import WeightsStore
 from rmcli.errors import BackendError, ModelError
 
@@ -114,6 +115,7 @@ def build_session(
     )
     layout = resolve_layout(settings, backend, cores=cores)
     options = backend.session_options(settings)
+    apply_memory_options(options, settings)
     apply_layout(options, layout)
     plan = SessionPlan(
         model=model,
@@ -129,6 +131,7 @@ def build_session(
     check_thread_options(plan.options)
     threadpool.apply(plan.options, layout, bool(settings.get("shared_threadpool")))
     started = time.perf_counter()
+    rss_before = rss_bytes()
     try:
         created = _create(plan)
     except ModelError as exc:
@@ -139,10 +142,46 @@ def build_session(
         raise
     loaded = LoadedSession(created, plan, 0.0)
     loaded.seconds_to_create = time.perf_counter() - started
+    size = plan.weights_path.stat().st_size if plan.weights_path.is_file() else 0
+    record_session_memory(SessionMemory(size, rss_before, rss_bytes(), peak_rss_bytes()))
     _check_input(model, plan.weights_path, loaded.session)
     backend.check_session(loaded.session, plan)
     call_hook("session_created", session=loaded.session, plan=plan)
     return loaded
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def apply_memory_options(options: Any, settings: Settings) -> None:
+    """Setting ``cpu_mem_arena`` off: no ONNX Runtime CPU arena, and one malloc arena.
+
+    With the arena, a session keeps every buffer of its largest run. Without it, ONNX Runtime
+    allocates with malloc and frees as the graph goes; then the process's threads also share
+    one glibc malloc arena (:func:`share_malloc_arena`), or memory freed in one thread's arena
+    is not reused by the next run on another thread. A 1024x1024 ISNet, 2 images in flight:
+    peak RSS about 1.3 GB with the arena, 1.23 GB without it, 0.88 GB without it and with one
+    malloc arena; but each inference takes up to a quarter longer (fresh buffers are
+    page-faulted every run), so the arena stays on by default (docs/performance.md).
+    """
+    if not settings.get("cpu_mem_arena", True):
+        options.enable_cpu_mem_arena = False
+        share_malloc_arena()
+
+
+def share_malloc_arena() -> bool:
+    """Make threads that allocate for the first time from now on share glibc's main malloc
+    arena, for the rest of the process (as MALLOC_ARENA_MAX=1 would); False where not glibc.
+    Called before the session and its threads exist."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def _create(plan: SessionPlan) -> Any:
@@ -160,6 +199,24 @@ def _create(plan: SessionPlan) -> Any:
         reason = " ".join(str(exc).split())  # one line, whatever ORT says
         raise ModelError(f"{plan.weights_path}: ONNX Runtime could not load it: {reason}") from None
     return session
+
+
+def probe_input(path: Path) -> list[Any]:
+    """The shape of the first input of the ONNX file at ``path`` (ints, or names for free
+    dimensions), as ONNX Runtime loads it on the CPU; a :class:`ModelError` when it cannot."""
+    import onnxruntime as ort
+
+    require_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        raise ModelError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") from None
+    inputs = session.get_inputs()
+    return list(inputs[0].shape) if inputs else []
 
 
 def _available(providers: list) -> list:

@@ -16,9 +16,54 @@ from rmcli.contracts.clock import STAGES
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (``getrusage`` ``ru_maxrss``)."""
+    """This process's peak resident memory so far: Linux's ``VmHWM``, else ``ru_maxrss``.
+
+    (On Linux ``ru_maxrss`` also counts the parent's memory when it forked this process.)
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (0 where ``/proc/self/statm`` does not exist)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass(frozen=True)
+class SessionMemory:
+    """What building a session cost: the weights file, and the resident memory before and
+    after the build (its peak is the process's peak so far, when the build ended)."""
+
+    weights_bytes: int
+    before_bytes: int
+    after_bytes: int
+    build_peak_bytes: int
+
+
+_last_session: list[SessionMemory] = []
+
+
+def record_session_memory(memory: SessionMemory) -> None:
+    """Remember the memory of the session just built (``--stats`` reports the latest)."""
+    _last_session[:] = [memory]
+
+
+def last_session_memory() -> SessionMemory | None:
+    """The memory of the session built last in this process, if any."""
+    return _last_session[0] if _last_session else None
 
 
 @dataclass(frozen=True)
@@ -31,6 +76,7 @@ class StatsReport:
     wall_seconds: float
     stage_seconds: dict[str, float]
     peak_rss_bytes: int
+    session_memory: SessionMemory | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -46,6 +92,18 @@ class StatsReport:
         lines.append(f"  {'wall':<12} {self.wall_seconds:8.3f} s")
         lines.append(f"  {'throughput':<12} {self.images_per_second:8.2f} images/s")
         lines.append(f"  {'peak memory':<12} {self.peak_rss_bytes / 2**20:8.1f} MiB (max RSS)")
+        memory = self.session_memory
+        if memory is not None and memory.after_bytes:
+            mib = 2**20
+            grown = (memory.after_bytes - memory.before_bytes) / mib
+            lines.append(f"  {'  weights':<12} {memory.weights_bytes / mib:8.1f} MiB (file)")
+            lines.append(
+                f"  {'  session':<12} {grown:8.1f} MiB (resident after building it, weights "
+                f"included; {memory.build_peak_bytes / mib:.1f} MiB peak while building)"
+            )
+            if self.peak_rss_bytes > memory.build_peak_bytes:
+                images = (self.peak_rss_bytes - memory.after_bytes) / mib
+                lines.append(f"  {'  images':<12} {images:8.1f} MiB (peak above the session)")
         return lines
 
 
@@ -84,6 +142,7 @@ class BatchStats:
                 wall_seconds=time.perf_counter() - self._started,
                 stage_seconds=dict(self._seconds),
                 peak_rss_bytes=peak_rss_bytes(),
+                session_memory=last_session_memory(),
             )
 
 
