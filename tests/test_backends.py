@@ -27,6 +27,7 @@ from rmcli.cpus import (
 from rmcli.engine.registry import get_plugin_manager
 from rmcli.engine.session import clear_sessions
 from rmcli.errors import BackendError, ConfigError
+from rmcli.extras import pip_install
 
 TWO_CPUS = pytest.mark.skipif(len(allowed_cpus()) < 2, reason="needs two allowed CPUs")
 
@@ -357,7 +358,7 @@ def test_cuda_hybrid_without_onnxruntime_gpu_warns_and_runs_on_cpu(u2netp_path, 
     mask = remover.mask(EXAMPLES / "car-1.jpg")
     assert remover.session.active_providers == ["CPUExecutionProvider"]
     err = caplog.text
-    assert "CUDA is not used, running on the CPU" in err and "pip install 'rmcli[gpu]'" in err
+    assert "CUDA is not used, running on the CPU" in err and pip_install("gpu") in err
     reference = alpha_of(DATA / "rembg-u2netp" / "car-1.alpha.png")
     assert np.abs(alpha_of(mask) - reference).mean() <= 0.5
 
@@ -426,7 +427,7 @@ def test_backends_json_lists_every_backend_without_importing_onnxruntime():
     assert rows["cpu-pinned"]["providers"] == ["CPUExecutionProvider"]
     assert rows["cuda-hybrid"]["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert rows["cuda-hybrid"]["available"] is False
-    assert "pip install 'rmcli[gpu]'" in rows["cuda-hybrid"]["reason"]
+    assert pip_install("gpu") in rows["cuda-hybrid"]["reason"]
     assert rows["cpu-pinned"]["origin"] == "built-in"
 
 

@@ -20,6 +20,7 @@ import pytest
 from conftest import CAR, DATA, EXAMPLES, ROOT, alpha_of, rmcli
 
 from rmcli.builtins.openvino import OpenVino, native_bf16_problem
+from rmcli.extras import pip_install
 
 OPENVINO_HERE = OpenVino().availability()[0]
 needs_openvino = pytest.mark.skipif(
@@ -89,7 +90,7 @@ def test_backends_lists_openvino_unavailable_with_the_install_command():
     rows = {row["name"]: row for row in json.loads(done.stdout)}
     row = rows["openvino"]
     assert row["available"] is False
-    assert "onnxruntime-openvino is not installed (pip install 'rmcli[openvino]')" in row["reason"]
+    assert f"onnxruntime-openvino is not installed ({pip_install('openvino')})" in row["reason"]
     assert row["providers"] == ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -101,7 +102,7 @@ def test_openvino_missing_falls_back_to_the_cpu_with_one_warning(u2netp_path, tm
     warnings = [line for line in err.splitlines() if line.startswith("rmcli: warning:")]
     assert warnings == [
         "rmcli: warning: openvino: OpenVINO is not used, running on the CPU provider at fp32: "
-        "onnxruntime-openvino is not installed (pip install 'rmcli[openvino]')"
+        f"onnxruntime-openvino is not installed ({pip_install('openvino')})"
     ]
     assert "active providers: CPUExecutionProvider" in err
     ours = alpha_of(tmp_path / "car-1.png")
@@ -147,7 +148,7 @@ def test_a_second_onnxruntime_build_is_named_with_the_fix(u2netp_path, tmp_path)
     assert len(warnings) == 1
     assert warnings[0].startswith("rmcli: warning: several ONNX Runtime builds are installed (")
     assert f"{installed} {version}" in warnings[0] and f"{other} 1.24.1" in warnings[0]
-    fix = f"Keep one: pip uninstall -y {' '.join(names)} && pip install 'rmcli[openvino]'"
+    fix = f"Keep one: pip uninstall -y {' '.join(names)} && {pip_install('openvino')}"
     assert warnings[0].endswith(fix)
     listed = rmcli("backends", "--json", env=env)
     assert listed.stderr.decode().strip() == warnings[0]
@@ -174,8 +175,8 @@ def test_no_onnxruntime_at_all_is_one_line_with_the_install_command(tmp_path):
     err = done.stderr.decode().strip().splitlines()
     assert done.returncode == 2 and len(err) == 1, err
     assert err[0] == (
-        "rmcli: error: ONNX Runtime is not installed: pip install 'rmcli[cpu]' "
-        "(or rmcli[gpu] for CUDA, rmcli[openvino] for OpenVINO)"
+        f"rmcli: error: ONNX Runtime is not installed: {pip_install('cpu')} "
+        "(or the gpu extra for CUDA, openvino for OpenVINO)"
     )
 
 

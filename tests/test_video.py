@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rmcli.extras import pip_install
 from tests.conftest import CAR, rmcli
 
 av = pytest.importorskip("av")
@@ -335,7 +336,7 @@ def test_missing_pyav_gives_the_install_command(tmp_path, clip):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"rmcli: error: {clip[0]}: video needs PyAV: pip install 'rmcli[video]' (or pip install av)"
+        f"rmcli: error: {clip[0]}: video needs PyAV: {pip_install('video')} (or pip install av)"
     )
 
 

@@ -20,13 +20,14 @@ from rmcli.config.settings import Settings
 from rmcli.contracts.backend import Backend
 from rmcli.contracts.layout import ThreadLayout
 from rmcli.errors import BackendError
+from rmcli.extras import pip_install
 from rmcli.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-INSTALL_HINT = "pip install 'rmcli[gpu]'"
+INSTALL_HINT = pip_install("gpu")
 CPU_THREADS = 2  # the CPU only runs the few nodes CUDA cannot; more threads would just spin
 NOT_HONOURED = "the CPU only runs the nodes CUDA cannot, on a small unpinned sequential pool"
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.executor import Executor
 from rmcli.errors import RmcliError, UsageError
+from rmcli.extras import pip_install
 from rmcli.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class DaskExecutor(Executor):
 
     def availability(self) -> tuple[bool, str]:
         if importlib.util.find_spec("distributed") is None:
-            return False, "needs dask.distributed: pip install 'rmcli[dask]'"
+            return False, f"needs dask.distributed: {pip_install('dask')}"
         return True, "dask.distributed is installed"
 
     def run(

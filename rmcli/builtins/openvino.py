@@ -27,6 +27,7 @@ from rmcli.contracts.backend import Backend, base_options, provider_name
 from rmcli.contracts.layout import ThreadLayout
 from rmcli.engine.ort_install import mixed_install_problem
 from rmcli.errors import BackendError
+from rmcli.extras import pip_install
 from rmcli.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 OPENVINO = "OpenVINOExecutionProvider"
 CPU = "CPUExecutionProvider"
 DISTRIBUTION = "onnxruntime-openvino"
-INSTALL_HINT = "pip install 'rmcli[openvino]'"
+INSTALL_HINT = pip_install("openvino")
 PROVIDER_LIBRARY = "libonnxruntime_providers_openvino.so"
 #: OpenVINO's names for the precisions rmcli offers (INFERENCE_PRECISION_HINT values)
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}

@@ -28,10 +28,11 @@ def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Every known model: cached or not, size and path."""
-    from rmcli.engine.registry import models
+    from rmcli.engine.registry import catalogue, models
 
     store = _store()
     rows = []
+    built_in = catalogue()
     for name, model in sorted(models().items()):
         weights = model.weights
         path = store.path_for(weights)
@@ -43,7 +44,7 @@ def list_models(
         rows.append(
             {
                 "name": name,
-                "custom": bool(model.extra.get("custom")),
+                "custom": name not in built_in,  # a [models.NAME] table of the config file
                 "cached": present,
                 "state": state,
                 "size": path.stat().st_size if present else weights.size,

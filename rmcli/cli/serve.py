@@ -16,6 +16,7 @@ import typer
 
 from rmcli.cli.remove import flags_given, setting_parameters
 from rmcli.errors import UsageError
+from rmcli.extras import pip_install
 
 
 def serve(
@@ -40,7 +41,7 @@ def serve_with(flags: dict[str, Any], log_level: str) -> None:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise UsageError(
-            f"rmcli serve needs the serve extra ({exc.name} is missing): pip install 'rmcli[serve]'"
+            f"rmcli serve needs the serve extra ({exc.name} is missing): {pip_install('serve')}"
         ) from None
     from rmcli.config.settings import resolve
 

@@ -144,7 +144,6 @@ def registered_model(name: str, spec: Mapping[str, Any]) -> Model:
         summary=summary,
         weights=weights,
         family=family,
-        extra={"custom": True},
         **values,
     )
 

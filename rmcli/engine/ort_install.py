@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from rmcli.errors import BackendError
+from rmcli.extras import pip_install
 
 #: distribution -> the rmcli extra that installs it
 VARIANTS = {
@@ -21,7 +22,7 @@ VARIANTS = {
 #: other builds that also install the ``onnxruntime`` package (no rmcli extra)
 OTHER_BUILDS = ("onnxruntime-directml", "onnxruntime-rocm", "onnxruntime-qnn")
 
-INSTALL_HINT = "pip install 'rmcli[cpu]' (or rmcli[gpu] for CUDA, rmcli[openvino] for OpenVINO)"
+INSTALL_HINT = f"{pip_install('cpu')} (or the gpu extra for CUDA, openvino for OpenVINO)"
 
 
 def installed_builds() -> dict[str, str]:
@@ -43,7 +44,7 @@ def mixed_install_problem(builds: dict[str, str] | None = None) -> str | None:
     names = sorted(builds)
     listed = ", ".join(f"{name} {builds[name]}" for name in names)
     wanted = [VARIANTS[n] for n in names if n in VARIANTS and n != "onnxruntime"] or ["cpu"]
-    reinstall = " or ".join(f"pip install 'rmcli[{extra}]'" for extra in wanted)
+    reinstall = " or ".join(pip_install(extra) for extra in wanted)
     return (
         f"several ONNX Runtime builds are installed ({listed}); they share the onnxruntime "
         f"module and the last one installed overwrote the others. Keep one: "

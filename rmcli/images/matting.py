@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from rmcli.errors import UsageError
+from rmcli.extras import pip_install
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from rmcli.contracts.output import ComposeOptions
 
-INSTALL_HINT = "alpha matting needs pymatting: pip install 'rmcli[matting]'"
+INSTALL_HINT = f"alpha matting needs pymatting: {pip_install('matting')}"
 
 
 def require_pymatting() -> None:

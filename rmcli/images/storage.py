@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rmcli.errors import InputError, UsageError
+from rmcli.extras import pip_install
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 # Where one write call is all-or-nothing: the object appears whole or not at all.
@@ -31,7 +32,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
     except ImportError:
-        raise UsageError(f"{url}: storage URLs need fsspec: pip install 'rmcli[storage]'") from None
+        raise UsageError(f"{url}: storage URLs need fsspec: {pip_install('storage')}") from None
     try:
         return url_to_fs(url)
     except (ImportError, ValueError) as exc:  # e.g. "Install s3fs to access S3"

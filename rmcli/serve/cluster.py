@@ -21,6 +21,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from rmcli.errors import UsageError
+from rmcli.extras import pip_install
 from rmcli.serve.engine import (
     Engine,
     Job,
@@ -54,7 +55,7 @@ class DaskEngine(Engine):
 
         if importlib.util.find_spec("distributed") is None:
             raise UsageError(
-                "rmcli serve --executor dask needs dask.distributed: pip install 'rmcli[dask]'"
+                f"rmcli serve --executor dask needs dask.distributed: {pip_install('dask')}"
             )
         super().__init__(settings)
         self.address = settings["dask_scheduler"]

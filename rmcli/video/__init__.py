@@ -10,8 +10,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from rmcli.errors import UsageError
+from rmcli.extras import pip_install
 
-INSTALL_HINT = "video needs PyAV: pip install 'rmcli[video]' (or pip install av)"
+INSTALL_HINT = f"video needs PyAV: {pip_install('video')} (or pip install av)"
 
 
 def require_av(what: str = "video") -> ModuleType:
