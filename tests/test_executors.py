@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 from conftest import EXAMPLES, rmcli
@@ -11,6 +12,7 @@ from rmcli.contracts.jobs import Job, Result
 from rmcli.engine.registry import executors, get_executor
 from rmcli.engine.runner import in_input_order
 from rmcli.errors import UsageError
+from rmcli.extras import pip_install
 
 
 def test_builtin_executors_are_registered_through_the_hook():
@@ -32,7 +34,7 @@ def test_dask_without_the_extra_says_how_to_install(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name)
     )
-    with pytest.raises(UsageError, match=r"pip install 'rmcli\[dask\]'"):
+    with pytest.raises(UsageError, match=re.escape(pip_install("dask"))):
         get_executor("dask")
 
 

@@ -73,7 +73,13 @@ def test_precision_from_the_config_file_and_a_bad_value(tmp_path):
     assert rmcli("config", "set", "precision", "bf16").returncode == 0
     listed = rmcli("config", "list", "--sources").stdout.decode()
     assert f'precision = "bf16" (file {os.environ["RMCLI_CONFIG"]})' in listed
-    done = rmcli("remove", str(CAR), "-o", str(tmp_path), "--backend", "openmp-env")
+    # a backend given on the command line brings its own precision: the file's is not in effect
+    done = rmcli("remove", str(CAR), "-o", str(tmp_path), "--backend", "openmp-env", "-v")
+    assert done.returncode == 0, done.stderr.decode()
+    assert 'not in effect: "bf16" from file' in done.stderr.decode()
+    done = rmcli(
+        "remove", str(CAR), "-o", str(tmp_path), "--backend", "openmp-env", "--precision", "bf16"
+    )  # fmt: skip
     assert done.returncode == 2
     assert "backend 'openmp-env' runs fp32 only" in done.stderr.decode()
     done = rmcli("remove", str(CAR), "-o", str(tmp_path), "--precision", "fp16")

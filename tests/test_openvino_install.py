@@ -73,7 +73,7 @@ def test_openvino_extra_installs_one_build_and_runs_u2netp_on_openvino(u2netp_pa
         (["tests/test_parity.py"], {"RMCLI_TEST_BACKEND": "openvino"}),
     ):
         done = subprocess.run(
-            [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+            [python, "-m", "pytest", "-q", "-m", "", "-p", "no:cacheprovider", *tests],
             capture_output=True,
             text=True,
             timeout=TEST_TIMEOUT,

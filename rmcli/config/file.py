@@ -42,7 +42,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if path.exists() and not path.is_file():  # a FIFO would block, a folder cannot be read
             raise ConfigError(f"{path}: the config file is not a regular file")
         text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file in the way: no config file there
         return {}
     except UnicodeDecodeError as exc:
         raise ConfigError(

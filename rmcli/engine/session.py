@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rmcli.contracts.backend import SessionPlan
+from rmcli.contracts.layout import ThreadLayout
 from rmcli.cpus import AFFINITY_ENTRY, check_affinity_entry
 from rmcli.engine import threadpool
 from rmcli.engine.layout import apply_layout, resolve_layout
@@ -209,7 +210,7 @@ def probe_input(path: Path) -> list[Any]:
     require_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
+    apply_layout(options, ThreadLayout(intra_threads=1, spinning=False))  # a probe: one thread
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
