@@ -7,6 +7,7 @@ repository by ``benchmarks/heavy_model.py``; without npm or the registry the tie
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -102,3 +103,13 @@ def test_memory_arena_setting_reaches_the_session(tmp_path, family, size, arena)
     assert remover.session.plan.options.enable_cpu_mem_arena is arena
     photo = ROOT / "examples" / "car-1.jpg"
     assert remover.mask(photo).size == Image.open(photo).size  # and it runs
+
+
+@pytest.mark.heavy
+def test_rembg_dis_custom_session_gives_the_isnet_formula_mask(isnet, expected, tmp_path):
+    """``rmcli i -m dis_custom -x '{"model_path": ...}'``, as rembg users write it."""
+    extras = json.dumps({"model_path": str(isnet.fp32)})
+    done = rmcli("i", "-m", "dis_custom", "-x", extras, str(PHOTO), str(tmp_path / "i.png"))
+    assert done.returncode == 0, done.stderr
+    alpha = alpha_of(tmp_path / "i.png")
+    assert np.abs(alpha - expected).mean() <= 0.5 and np.abs(alpha - expected).max() <= 2
