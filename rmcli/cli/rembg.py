@@ -200,7 +200,7 @@ def i(
     extras: Extras = None,
 ) -> None:
     """rembg i: one file (or stdin) to one file (or stdout), with rembg's flags."""
-    from rmcli.engine.runner import output_file_format
+    from rmcli.images.naming import output_file_format
 
     if input is None:
         if sys.stdin.isatty():
