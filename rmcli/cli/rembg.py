@@ -266,7 +266,7 @@ def _run(
 ) -> None:
     from dataclasses import replace
 
-    from rmcli.cli.matting import say_if_compiling
+    from rmcli.cli.matting_notice import say_if_compiling
     from rmcli.cli.remove import shown_path, watch_folder
     from rmcli.compat import rembg_options
     from rmcli.config.settings import resolve

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from rmcli.cli.frames import frame_progress
-from rmcli.cli.matting import say_if_compiling
+from rmcli.cli.matting_notice import say_if_compiling
 from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import (
     SETTINGS,

@@ -23,9 +23,9 @@ from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.executor import Stop
 from rmcli.contracts.jobs import Job, Result
 from rmcli.contracts.output import OutputOptions
+from rmcli.engine.inflight import run_pipelined
 from rmcli.engine.interrupt import stop_on_signals
 from rmcli.engine.layout import pin_calling_thread
-from rmcli.engine.pipeline import run_pipelined
 from rmcli.engine.registry import get_executor
 from rmcli.engine.stats import BatchStats
 from rmcli.errors import InputError, RmcliError, UsageError
@@ -34,7 +34,7 @@ from rmcli.images.compose import check_options, compose
 from rmcli.images.imaging import encodable, encode, load_image, write_image
 from rmcli.images.inputs import plan_jobs, without_existing
 from rmcli.images.naming import STDIO
-from rmcli.video import pipeline as video
+from rmcli.video import clip as video
 
 if TYPE_CHECKING:
     from rmcli.contracts.executor import Masker

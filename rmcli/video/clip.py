@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rmcli.contracts.output import OutputOptions
 
 
-class Remover(Protocol):
+class FrameMasker(Protocol):
     """What a clip needs of its :class:`rmcli.Remover`: the settings, the model (its
     pre- and post-processing run in the decoding and encoding threads) and the session."""
 
@@ -65,7 +65,7 @@ class ClipInterrupted(InputError):
 
 
 @contextmanager
-def frame_progress(listener: FrameListener) -> Iterator[None]:
+def report_frames_to(listener: FrameListener) -> Iterator[None]:
     """While active, ``listener`` is told of every frame written (for progress displays)."""
     global _listener
     previous, _listener = _listener, listener
@@ -76,7 +76,7 @@ def frame_progress(listener: FrameListener) -> Iterator[None]:
 
 
 def handle(
-    remover: Remover,
+    remover: FrameMasker,
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
@@ -131,7 +131,7 @@ def clip_format(settings: Settings, options: OutputOptions, clip: Clip) -> str:
 
 
 def process_clip(
-    remover: Remover,
+    remover: FrameMasker,
     clip: Clip,
     target: Path,
     fmt: str,
@@ -225,7 +225,7 @@ def _first_pass(remover, clip, store, compose_options, smooth, clock, stop):
 
 
 def run_stages(
-    remover: Remover,
+    remover: FrameMasker,
     items: Iterator[Any],
     write: Callable[[Frame, Image.Image], None],
     label: str,
