@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from conftest import EXAMPLES, rmcli
+from helpers import EXAMPLES, rmcli
 
 from rmcli.contracts.jobs import Job, Result
 from rmcli.engine.registry import executors, get_executor
