@@ -8,6 +8,8 @@ import pytest
 
 from rmcli import cgroup_cpu_limit
 
+pytestmark = pytest.mark.fast  # the plumbing tier: `pytest -m fast`, seconds
+
 
 def _cgroup_tree(root: Path, files: dict[str, str], self_cgroup: str) -> Path:
     for name, text in files.items():
