@@ -81,7 +81,7 @@ from PIL import Image
 from rmcli import Remover
 from rmcli.contracts.output import ComposeOptions, OutputOptions
 from rmcli.video.decode import ClipReader, Frame
-from rmcli.video.pipeline import process_clip
+from rmcli.video.clip import process_clip
 from rmcli.video.probe import probe
 from rmcli.video.smoothing import flicker
 

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from rmcli.contracts.executor import Stop as Stop
     from rmcli.contracts.jobs import Job as Job
     from rmcli.contracts.jobs import Result as Result
-    from rmcli.contracts.layout import ThreadLayout as ThreadLayout
     from rmcli.contracts.model import IMAGENET_MEAN as IMAGENET_MEAN
     from rmcli.contracts.model import IMAGENET_STD as IMAGENET_STD
     from rmcli.contracts.model import Model as Model
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from rmcli.contracts.model import stretched_mask as stretched_mask
     from rmcli.contracts.output import ComposeOptions as ComposeOptions
     from rmcli.contracts.output import OutputOptions as OutputOptions
+    from rmcli.contracts.threads import ThreadLayout as ThreadLayout
     from rmcli.cpus import allowed_cpus as allowed_cpus
     from rmcli.cpus import cgroup_cpu_limit as cgroup_cpu_limit
     from rmcli.cpus import usable_cpu_count as usable_cpu_count

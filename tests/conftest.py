@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated config and weights cache, the real u2netp model, test images."""
+"""Shared fixtures: an isolated config and weights cache, the real u2netp model, the test
+tiers. Shared functions and paths live in the ``helpers`` package."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import CAR, DATA, EXAMPLES, ROOT, WEIGHTS_CACHE, alpha_of, phash, rmcli
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-EXAMPLES = ROOT / "examples"
-CAR = EXAMPLES / "car-1.jpg"
-WEIGHTS_CACHE = ROOT / ".pytest_cache" / "rmcli-models"  # shared by test runs, like a user cache
+# the helpers' names stay importable from here for the modules not yet moved to ``helpers``
+__all__ = ["CAR", "DATA", "EXAMPLES", "ROOT", "WEIGHTS_CACHE", "alpha_of", "phash", "rmcli"]
 
 
 @pytest.fixture(autouse=True)
@@ -76,32 +73,6 @@ def matting_compiled() -> None:
     )
 
 
-def rmcli(*args: str, env: dict | None = None, stdin: bytes | None = None, cwd=None):
-    """Run the real CLI in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "rmcli", *args],
-        capture_output=True,
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        cwd=cwd,
-    )
-
-
-def alpha_of(path_or_image) -> np.ndarray:
-    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
-    return np.asarray(image.getchannel("A") if "A" in image.getbands() else image, dtype=float)
-
-
-def phash(image: Image.Image) -> np.ndarray:
-    """imagehash.phash: 32x32 grey, 2-D DCT-II, top-left 8x8 compared with its median."""
-    pixels = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), float)
-    n = np.arange(32)
-    basis = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)
-    dct = basis @ pixels @ basis.T
-    low = dct[:8, :8]
-    return low > np.median(low)
-
-
 @pytest.fixture(scope="session")
 def remover(u2netp_path):
     """One u2netp Remover for the tests that only need default settings."""
@@ -118,10 +89,11 @@ SLOW_MODULES = {
     "test_backends",
     "test_bench",
     "test_cli",
-    "test_cli_habits",
+    "test_cli_conventions",
     "test_config",
     "test_dask",
     "test_faulty_plugins_and_weights",
+    "test_file_permissions",
     "test_interrupts",
     "test_models_cli",
     "test_openvino",
@@ -130,13 +102,14 @@ SLOW_MODULES = {
     "test_parity",
     "test_plugin_api",
     "test_plugins",
-    "test_promises",
+    "test_rembg_commands",
     "test_serve",
     "test_serve_dask",
     "test_startup",
     "test_storage",
     "test_tune",
     "test_video",
+    "test_watch",
     "test_lowmem",
     "test_model_example",
 }

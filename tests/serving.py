@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from conftest import CAR, WEIGHTS_CACHE
+from helpers import CAR, WEIGHTS_CACHE
 from PIL import Image
 
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)/")

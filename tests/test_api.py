@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 from PIL import Image
 
 from rmcli import Remover, RmcliError

@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import DATA, EXAMPLES, alpha_of, rmcli
+from helpers import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover, hookimpl

@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import EXAMPLES, rmcli
+from helpers.torture import (
+    build_invalid,
+    build_valid,
+    drop_root_file_override,
+    photo,
+    png_header_only,
+)
 from PIL import Image, ImageFile
-from torture import build_invalid, build_valid, drop_root_file_override, photo, png_header_only
 
 from rmcli import Remover
 from rmcli.errors import InputError
@@ -133,3 +141,84 @@ def test_folder_scans_and_globs_keep_fifos_and_broken_links_so_they_are_reported
         names = {job.source.name for job in plan_jobs(args, tmp_path / "out", "png")}
         assert {"fifo.jpg", "dangling.png", "empty.jpg"} <= names
         assert "sub.jpg" not in names
+
+
+BAD_EXIF = b"Exif\0\0XX\0*\0\0\0\x08\0\0"  # the issue's reproduction
+
+
+def _exif_variants() -> dict[str, bytes]:
+    """Damaged EXIF blocks: Pillow fails on some while rewriting them (turning the image
+    upright, or resetting the orientation for the output) and reads the rest with warnings."""
+    good = Image.Exif()
+    good[0x0112] = 6  # rotate: the output of a 30x20 input is 20x30
+    good[0x010F] = "Cam"
+    raw = good.tobytes()
+    assert raw[16:18] == b"\x01\x0f"  # the first IFD entry: tag Make (ASCII), big-endian
+    return {
+        "issue.jpg": BAD_EXIF,  # SyntaxError: not a TIFF file
+        "bad-byte-order.jpg": b"Exif\0\0" + b"\0M" + raw[8:],  # SyntaxError
+        # Make becomes ImageWidth, still ASCII: struct.error when Pillow rewrites it
+        "wrong-tag-type.jpg": raw[:17] + b"\x00" + raw[18:],
+        "cut-short.jpg": raw[: len(raw) // 2],  # read with warnings
+        "huge-count.jpg": raw[:14] + b"\xff\xff" + raw[16:],  # IFD entry count 65535
+    }
+
+
+def test_broken_exif_is_dropped_with_a_note_and_the_cutout_still_written(u2netp_path, tmp_path):
+    Image.new("RGB", (64, 48)).save(tmp_path / "badexif.jpg", exif=BAD_EXIF)
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "one.png")
+    Image.new("RGB", (8, 6), "blue").save(tmp_path / "small.png")
+    (tmp_path / "real.jpg").symlink_to(EXAMPLES / "car-1.jpg")
+    Image.new("I;16", (20, 10), 3000).save(tmp_path / "g16.png")
+    inputs = ["one.png", "badexif.jpg", "small.png", "real.jpg", "g16.png"]
+    variants = _exif_variants()
+    for name, exif in variants.items():
+        Image.new("RGB", (30, 20), "green").save(tmp_path / name, exif=exif)
+    done = rmcli("remove", *inputs, *variants, "-o", "out", cwd=tmp_path)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    names = [*inputs, *variants]
+    assert done.stdout.decode().splitlines() == [f"out/{Path(n).stem}.png" for n in names]
+    for name in names:
+        with Image.open(tmp_path / "out" / f"{Path(name).stem}.png") as out:
+            out.load()
+    notes = [ln for ln in stderr.splitlines() if "broken EXIF metadata dropped" in ln]
+    for name in ["badexif.jpg", "issue.jpg", "bad-byte-order.jpg", "wrong-tag-type.jpg"]:
+        assert [ln for ln in notes if ln.startswith(f"rmcli: note: {name}: ")], (name, stderr)
+    with Image.open(tmp_path / "out" / "wrong-tag-type.png") as out:
+        assert out.size == (20, 30)  # the orientation was still applied
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == f"{len(names)} written, 0 failed"
+
+
+def test_encoder_limits_are_one_reason_line_per_input_and_the_batch_goes_on(u2netp_path, tmp_path):
+    Image.new("RGB", (17000, 20), "white").save(tmp_path / "wide.png")
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "one.png")
+    done = rmcli("remove", "wide.png", "one.png", "-o", "out", "--format", "webp", cwd=tmp_path)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 1, lines
+    assert lines == [
+        "wide.png: 17000x20 is too large for WebP (at most 16,383 pixels per side); "
+        "use --format png",
+        "1 written, 1 failed",
+    ]
+    assert done.stdout.decode().splitlines() == ["out/one.webp"]
+
+    exif = Image.Exif()
+    exif[0x927C] = bytes(70_000)  # a 70 KB maker note: more than one JPEG segment holds
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "bigexif.png", exif=exif.tobytes())
+    done = rmcli("remove", "bigexif.png", "-o", "out", "--format", "jpg", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        "rmcli: note: bigexif.png: EXIF metadata dropped: 70,044 bytes is more than JPEG "
+        "holds (65,527); use --format png or webp to keep it"
+    ]
+    with Image.open(tmp_path / "out" / "bigexif.jpg") as out:
+        out.load()
+        assert out.size == (40, 30) and "exif" not in out.info
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 5), (7, 0)])
+def test_a_zero_size_image_given_to_the_api_is_an_input_error(remover, size):
+    with pytest.raises(InputError, match=rf"image has no pixels \({size[0]}x{size[1]}\)"):
+        remover.remove(Image.new("RGB", size))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import EXAMPLES, ROOT, rmcli
+from helpers import EXAMPLES, ROOT, rmcli
 
 from rmcli.cpus import allowed_cpus, usable_cpu_count
 
@@ -181,3 +184,49 @@ def test_recommendation_is_the_fastest_row_within_the_error_budget_beyond_5_perc
     assert line.startswith("recommendation: rmcli remove IMAGES -o OUT (nothing beat it")
     absent = Row(Configuration("openvino, fp32", "openvino", absent="not installed"))
     assert "none" in recommendation([absent], {}, error_budget=2.0)
+
+
+def test_bench_runs_from_a_folder_holding_a_clone_named_rmcli(u2netp_path, tmp_path):
+    (tmp_path / "rmcli").mkdir()
+    (tmp_path / "rmcli" / "__init__.py").write_text("raise ImportError('the wrong rmcli')\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "rmcli"), "bench", "-n", "1", "--backend", "cpu-pinned"],
+        capture_output=True, cwd=tmp_path, env=os.environ,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert "cpu-pinned" in done.stdout.decode() and "error" not in done.stdout.decode().lower()
+
+
+def test_bench_says_why_the_saved_settings_row_is_absent():
+    from rmcli.tools.bench import default_configurations, why_no_saved_layout
+
+    absent = why_no_saved_layout({})
+    assert absent and "rmcli tune --save" in absent
+    rows = {c.label: c for c in default_configurations(2, {}, saved=absent)}
+    assert rows["cpu-pinned, saved settings"].absent == absent  # listed, not measured
+    os.environ["RMCLI_INTRA_THREADS"] = "1"  # the autouse fixture restores the environment
+    try:
+        assert why_no_saved_layout({}) is None
+    finally:
+        del os.environ["RMCLI_INTRA_THREADS"]
+
+
+def test_a_normal_install_ships_the_sample_photos_bench_uses(tmp_path):
+    target = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    code = "from rmcli.tools.bench import find_images; print(len(find_images([])))"
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "3"
+    assert "site" in subprocess.run(
+        [sys.executable, "-c", "import rmcli; print(rmcli.__file__)"], capture_output=True,
+        text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+    ).stdout  # fmt: skip

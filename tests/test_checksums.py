@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from httpserve import serving
+from helpers.httpserve import serving
 
 from rmcli.contracts.model import Weights
 from rmcli.engine.weights import WeightsStore

@@ -6,7 +6,7 @@ import io
 import shutil
 
 import numpy as np
-from conftest import DATA, EXAMPLES, alpha_of, rmcli
+from helpers import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 

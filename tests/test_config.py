@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, rmcli
+from helpers import EXAMPLES, ROOT, rmcli
 
 from rmcli.atomic import temporary_pattern
 from rmcli.config.settings import SETTINGS, Layer, Setting, flag_help, resolve
@@ -463,3 +463,15 @@ def test_the_settings_choice_lists_match_the_model_code():
     assert MODEL_FAMILIES == tuple(families.FAMILIES)
     assert CLOTH_CATEGORIES == tuple(families.CLOTH_CATEGORIES)
     assert SETTINGS["model_family"].choices == MODEL_FAMILIES
+
+
+def test_config_set_says_what_it_wrote_and_warns_about_too_many_threads():
+    from rmcli import usable_cpu_count
+
+    many = usable_cpu_count() + 6
+    done = rmcli("config", "set", "intra_threads", str(many))
+    assert done.returncode == 0
+    assert done.stdout.decode().startswith(f"intra_threads = {many} (file ")
+    assert f"intra_threads={many} is more than the {usable_cpu_count()} usable core" in (
+        done.stderr.decode()
+    )

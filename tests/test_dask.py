@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
-from conftest import DATA, EXAMPLES, alpha_of, rmcli
+from helpers import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
@@ -105,3 +109,50 @@ def test_lost_worker_chunks_are_retried_and_outputs_stay_whole(client, u2netp_pa
     leftovers = set(os.listdir(tmp_path)) - expected  # at most the killed writer's temp file
     assert expected <= set(os.listdir(tmp_path))
     assert all(name.startswith(".") and name.endswith(".tmp") for name in leftovers)
+
+
+@pytest.fixture
+def silent_server():
+    """A loopback TCP server that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.5)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:  # timeout: look at stop again
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_a_dask_scheduler_that_never_answers_times_out_with_one_line_and_exit_2(
+    tmp_path, silent_server
+):
+    pytest.importorskip("distributed")
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "one.png")
+    address = f"tcp://127.0.0.1:{silent_server}"
+    done = subprocess.run(  # bounded: a hang fails the test instead of stalling the suite
+        [sys.executable, "-m", "rmcli", "remove", "one.png", "-o", "out", "--executor", "dask",
+         "--scheduler", address],
+        cwd=tmp_path, capture_output=True, timeout=120,
+    )  # fmt: skip
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 2, lines
+    assert lines == [
+        f"rmcli: error: cannot reach the Dask scheduler {address!r} (flag --scheduler): "
+        "no answer within 10 s"
+    ]
+    assert not (tmp_path / "out").exists()

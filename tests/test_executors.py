@@ -6,7 +6,7 @@ import importlib.util
 import re
 
 import pytest
-from conftest import EXAMPLES, rmcli
+from helpers import EXAMPLES, rmcli
 
 from rmcli.contracts.jobs import Job, Result
 from rmcli.engine.registry import executors, get_executor

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.fast
 
 
 def test_a_checkout_is_told_to_install_the_extra_from_itself():
-    from tests.conftest import ROOT
+    from helpers import ROOT
 
     assert pip_install("serve") == f"pip install -e '{ROOT}[serve]'"
     assert pip_install("serve", "video") == f"pip install -e '{ROOT}[serve,video]'"

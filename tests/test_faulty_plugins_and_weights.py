@@ -6,8 +6,8 @@ import os
 import shutil
 
 import pytest
-from conftest import EXAMPLES, alpha_of, rmcli
-from httpserve import serving
+from helpers import EXAMPLES, alpha_of, rmcli
+from helpers.httpserve import serving
 from test_plugins import PLUGIN, install
 
 from rmcli.engine.registry import get_model

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import rmcli
+from helpers import rmcli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
@@ -168,7 +168,7 @@ def tiny_remover():
 
 def check_one(remover, folder: Path, name: str, data: bytes, fmt: str) -> str:
     """Run one input; 'written' or 'refused', or fail the test with what went wrong."""
-    from rmcli.video import pipeline as video
+    from rmcli.video import clip as video
 
     source = folder / f"{name}.img"
     source.write_bytes(data)

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, alpha_of, rmcli
+from helpers import ROOT, alpha_of, rmcli
 from PIL import Image
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import rmcli
+from helpers import rmcli
 
 from rmcli.cli.help import EXAMPLES
 
@@ -72,7 +72,7 @@ def test_rembg_commands_show_the_defaults_they_run_with():
 
 
 def test_v_prints_the_settings_this_run_uses(u2netp_path, tmp_path):
-    from conftest import EXAMPLES as PHOTOS
+    from helpers import EXAMPLES as PHOTOS
 
     done = rmcli("remove", str(PHOTOS / "car-1.jpg"), "-o", str(tmp_path), "-v")
     err = done.stderr.decode()

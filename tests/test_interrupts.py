@@ -11,8 +11,8 @@ import threading
 import time
 
 import pytest
+from helpers.torture import photo
 from PIL import Image
-from torture import photo
 
 from rmcli.engine.interrupt import stop_on_signals as stop_on_interrupt
 

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import CAR, DATA
+from helpers import CAR, DATA
 from PIL import Image
 
 from rmcli.errors import UsageError

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
-from conftest import EXAMPLES, alpha_of, rmcli
+from helpers import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover
@@ -236,7 +240,7 @@ def _write_rank2_model(path) -> None:
 
 
 def test_added_url_model_is_fetched_into_the_cache_and_checked(u2netp_path, tmp_path):
-    from httpserve import serving
+    from helpers.httpserve import serving
 
     site = tmp_path / "site"
     site.mkdir()
@@ -262,3 +266,68 @@ def test_added_url_model_is_fetched_into_the_cache_and_checked(u2netp_path, tmp_
     assert np.array_equal(
         alpha_of(tmp_path / "animal-1.png"), alpha_of(tmp_path / "ref" / "animal-1.png")
     )
+
+
+DOWNLOADED_MODEL = """
+import os
+
+from rmcli import Model, Weights, hookimpl
+
+
+@hookimpl
+def register_models(register):
+    weights = Weights("served.onnx", sha256=os.environ["SERVED_SHA256"],
+                      urls=(os.environ["SERVED_URL"],), size=int(os.environ["SERVED_SIZE"]))
+    register(Model("served", "served on loopback by the test", weights))
+"""
+
+
+def test_a_weights_download_shows_a_progress_bar_on_a_terminal(tmp_path):
+    import hashlib
+    import http.server
+    import pty
+    from functools import partial
+
+    from test_plugins import install
+
+    served = tmp_path / "www"
+    served.mkdir()
+    payload = os.urandom(3 << 20)
+    (served / "served.onnx").write_bytes(payload)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        **install(tmp_path, "rmcli_served", DOWNLOADED_MODEL),
+        "SERVED_SHA256": hashlib.sha256(payload).hexdigest(),
+        "SERVED_URL": f"http://127.0.0.1:{server.server_address[1]}/served.onnx",
+        "SERVED_SIZE": str(len(payload)),
+        "RMCLI_MODELS_DIR": str(tmp_path / "models"),
+        "COLUMNS": "120",
+    }
+    parent, child = pty.openpty()  # stderr is a terminal, as for a user
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rmcli", "models", "pull", "served"],
+            stdout=subprocess.PIPE, stderr=child, env=env, timeout=120,
+        )  # fmt: skip
+        os.close(child)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        server.shutdown()
+        os.close(parent)
+    assert done.returncode == 0, screen.decode(errors="replace")
+    text = screen.decode(errors="replace")
+    assert "fetching served.onnx from http://127.0.0.1" in text
+    assert re.search(r"\d+\.\d/3\.1 MB", text), text  # the bar: bytes done of the total
+    assert (tmp_path / "models" / "served.onnx").read_bytes() == payload

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 from PIL import Image
 
 from rmcli.engine.remover import Remover

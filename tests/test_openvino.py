@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAR, DATA, EXAMPLES, ROOT, alpha_of, rmcli
+from helpers import CAR, DATA, EXAMPLES, ROOT, alpha_of, rmcli
 
 from rmcli.builtins.openvino import OpenVino, native_bf16_problem
 from rmcli.extras import pip_install
@@ -46,7 +46,7 @@ def test_openvino_threads_are_per_stream_within_the_cores(intra, streams, usable
     from dataclasses import replace
 
     from rmcli.config.settings import resolve
-    from rmcli.contracts.layout import ThreadLayout
+    from rmcli.contracts.threads import ThreadLayout
 
     settings = resolve({"openvino_streams": streams}, env={}, path=Path("/nonexistent.toml"))
     layout = replace(ThreadLayout(intra_threads=intra), usable_cpus=usable)

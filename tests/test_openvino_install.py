@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, WEIGHTS_CACHE
+from helpers import ROOT, WEIGHTS_CACHE
 
 pytestmark = [
     pytest.mark.install,

@@ -6,7 +6,7 @@ import io
 import shutil
 
 import numpy as np
-from conftest import CAR, EXAMPLES, rmcli
+from helpers import CAR, EXAMPLES, GIRL, rmcli
 from PIL import Image
 
 from rmcli.images.imaging import encode
@@ -93,3 +93,24 @@ def test_map_writes_a_batch_with_output_options(remover, tmp_path):
     assert written.mode == "L"
     width = min(480, right + 4) - max(0, left - 4)
     assert written.size == (width, min(360, bottom + 4) - max(0, top - 4))
+
+
+def test_output_file_named_by_o_and_its_suffix_picks_the_format(u2netp_path, tmp_path):
+    done = rmcli("remove", str(GIRL), "-o", str(tmp_path / "cut.webp"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == str(tmp_path / "cut.webp")
+    assert Image.open(tmp_path / "cut.webp").format == "WEBP"
+    done = rmcli("remove", str(GIRL), "-o", str(tmp_path / "forced.webp"), "--format", "png")
+    assert Image.open(tmp_path / "forced.webp").format == "PNG"  # --format wins
+    done = rmcli("remove", str(GIRL), str(EXAMPLES / "girl-2.jpg"), "-o", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and "names one file, but there are 2 inputs" in done.stderr.decode()
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_folder_without_r_says_what_it_left_in_sub_folders(u2netp_path, tmp_path):
+    (tmp_path / "in" / "deep").mkdir(parents=True)
+    shutil.copy(GIRL, tmp_path / "in" / "a.jpg")
+    shutil.copy(GIRL, tmp_path / "in" / "deep" / "b.jpg")
+    done = rmcli("remove", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
+    assert done.returncode == 0
+    assert "1 image(s) in sub-folders skipped; add -r" in done.stderr.decode()

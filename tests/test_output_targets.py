@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import CAR, rmcli
+from helpers import CAR, rmcli
 from PIL import Image
 
 from rmcli.errors import ConfigError, ModelError, RmcliError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CAR, DATA, EXAMPLES, rmcli
+from helpers import CAR, DATA, EXAMPLES, rmcli
 from PIL import Image, ImageOps
 
 from rmcli.colors import parse_color

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import DATA, EXAMPLES, alpha_of, phash, rmcli
+from helpers import DATA, EXAMPLES, alpha_of, phash, rmcli
 from PIL import Image
 
 from rmcli import Remover

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, alpha_of, rmcli
+from helpers import EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover

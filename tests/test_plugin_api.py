@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, rmcli
+from helpers import EXAMPLES, rmcli
 from test_plugins import install
 
 import rmcli as api

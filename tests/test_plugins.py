@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from conftest import EXAMPLES, rmcli
+from helpers import EXAMPLES, rmcli
 
 PLUGIN = """
 from dataclasses import replace

@@ -8,7 +8,7 @@ import itertools
 import shutil
 
 import pytest
-from conftest import EXAMPLES, rmcli
+from helpers import EXAMPLES, rmcli
 from PIL import Image
 
 from rmcli.cli.remove import format_from_output

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 BAR = "━"
 RATE = re.compile(r"(\d+)/(\d+) ([\d.]+) images/s")

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, WEIGHTS_CACHE, rmcli
+from helpers import EXAMPLES, ROOT, WEIGHTS_CACHE, rmcli
 from PIL import Image
 from serving import LISTENING, Server
 

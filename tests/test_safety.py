@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, rmcli
+from helpers import ROOT, rmcli
 
 from rmcli.contracts.model import Weights
 from rmcli.engine.weights import WeightsStore

@@ -58,9 +58,9 @@ def command_modules(*args: str) -> set[str]:
 
 def test_only_the_command_that_runs_is_built():
     assert command_modules("--help") == set()
-    helpers = {"rmcli.cli.help", "rmcli.cli.frames", "rmcli.cli.matting"}  # no other command
+    helpers = {"rmcli.cli.help", "rmcli.cli.frames", "rmcli.cli.matting_notice"}  # no other command
     assert command_modules("remove", "--help") == {"rmcli.cli.remove", *helpers}
-    assert command_modules("config", "path") == {"rmcli.cli.config", "rmcli.cli.help"}
+    assert command_modules("config", "path") == {"rmcli.cli.config_command", "rmcli.cli.help"}
 
 
 def complete(*words: str) -> list[str]:

@@ -7,7 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import DATA, EXAMPLES, alpha_of, rmcli
+from helpers import DATA, EXAMPLES, alpha_of, rmcli
 from PIL import Image
 
 from rmcli import Remover

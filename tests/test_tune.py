@@ -9,7 +9,7 @@ import time
 import tomllib
 
 import pytest
-from conftest import EXAMPLES, rmcli
+from helpers import EXAMPLES, rmcli
 from test_bench import write_tiny_model
 
 from rmcli.config.settings import resolve

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CAR, rmcli
 from PIL import Image
 
 from rmcli.extras import pip_install
-from tests.conftest import CAR, rmcli
 
 av = pytest.importorskip("av")
 

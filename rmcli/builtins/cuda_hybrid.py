@@ -18,7 +18,7 @@ from typing import Any
 
 from rmcli.config.settings import Settings
 from rmcli.contracts.backend import Backend
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 from rmcli.errors import BackendError
 from rmcli.extras import pip_install
 from rmcli.hookspecs import hookimpl

@@ -18,7 +18,7 @@ from typing import Any
 
 from rmcli.config.settings import Settings
 from rmcli.contracts.backend import Backend, provider_name
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 from rmcli.errors import ConfigError
 from rmcli.hookspecs import hookimpl
 

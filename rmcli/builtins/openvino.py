@@ -24,7 +24,7 @@ from typing import Any
 
 from rmcli.config.settings import Settings
 from rmcli.contracts.backend import Backend, base_options, provider_name
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 from rmcli.engine.ort_install import mixed_install_problem
 from rmcli.errors import BackendError
 from rmcli.extras import pip_install

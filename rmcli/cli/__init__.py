@@ -40,9 +40,13 @@ COMMANDS: dict[str, Entry] = {
     "models": Entry("rmcli.cli.models", "List, fetch, import, verify, remove weights."),
     "plugins": Entry("rmcli.cli.plugins", "Installed plugins (built-in too): versions and hooks."),
     "backends": Entry("rmcli.cli.plugins", "Backends: availability, reason and providers."),
-    "bench": Entry("rmcli.cli.bench", "Time, CPU, memory and threads of backend configurations."),
-    "tune": Entry("rmcli.cli.bench", "Find the fastest thread layout here; --save keeps it."),
-    "config": Entry("rmcli.cli.config", "Show and change settings (config.toml)."),
+    "bench": Entry(
+        "rmcli.cli.bench_commands", "Time, CPU, memory and threads of backend configurations."
+    ),
+    "tune": Entry(
+        "rmcli.cli.bench_commands", "Find the fastest thread layout here; --save keeps it."
+    ),
+    "config": Entry("rmcli.cli.config_command", "Show and change settings (config.toml)."),
     "serve": Entry(
         "rmcli.cli.serve", "Serve background removal over HTTP until SIGTERM or Ctrl-C."
     ),

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 @contextmanager
 def frame_progress(enabled: bool = True) -> Iterator[None]:
     """While active, clips show ``[frame N/M] label  x.x fps  ETA s`` on a terminal."""
-    from rmcli.video.pipeline import frame_progress as listening
+    from rmcli.video.clip import report_frames_to
 
     started: dict[str, float] = {}
     active = enabled and sys.stderr.isatty()
@@ -38,7 +38,7 @@ def frame_progress(enabled: bool = True) -> Iterator[None]:
             sys.stderr.flush()
 
     try:
-        with listening(show):
+        with report_frames_to(show):
             yield
     finally:
         if active and started:

@@ -200,7 +200,7 @@ def i(
     extras: Extras = None,
 ) -> None:
     """rembg i: one file (or stdin) to one file (or stdout), with rembg's flags."""
-    from rmcli.engine.runner import output_file_format
+    from rmcli.images.naming import output_file_format
 
     if input is None:
         if sys.stdin.isatty():
@@ -266,7 +266,7 @@ def _run(
 ) -> None:
     from dataclasses import replace
 
-    from rmcli.cli.matting import say_if_compiling
+    from rmcli.cli.matting_notice import say_if_compiling
     from rmcli.cli.remove import shown_path, watch_folder
     from rmcli.compat import rembg_options
     from rmcli.config.settings import resolve

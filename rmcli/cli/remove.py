@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from rmcli.cli.frames import frame_progress
-from rmcli.cli.matting import say_if_compiling
+from rmcli.cli.matting_notice import say_if_compiling
 from rmcli.cli.progress import BatchProgress
 from rmcli.config.settings import (
     SETTINGS,
@@ -219,7 +219,7 @@ def format_from_output(settings: Settings, output: str | None) -> Settings:
     """The settings with the format that ``-o FILE``'s suffix names, which beats a format from
     the environment or the config file (those are shown as not in effect). ``--format`` on the
     same command line beats the suffix, with a warning that the name and the bytes differ."""
-    from rmcli.engine.runner import output_file_format
+    from rmcli.images.naming import output_file_format
 
     fmt = output_file_format(output)
     if fmt is None or settings["output_format"] == fmt:

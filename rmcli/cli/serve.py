@@ -1,8 +1,9 @@
 """``rmcli serve``: the HTTP service (rembg-compatible API, rmcli's API, metrics, a web page).
 
 Its options are generated from the settings table, like ``rmcli remove``'s: the ``serve_*``
-rows first, then the rows of ``SERVE_ALSO`` (model, backend and session settings, weights,
-pixel limits, executor), so names, defaults and environment variables are written down once.
+rows first, then the rows whose ``also`` names serve (model, backend and session settings,
+weights, pixel limits, executor), so names, defaults and environment variables are written
+down once.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def b(
     from rmcli.engine.interrupt import stop_on_signals
     from rmcli.engine.remover import Remover
     from rmcli.images.compose import check_options
-    from rmcli.video.stream import RawStream
+    from rmcli.video.rawframes import RawStream
 
     if width <= 0 or height <= 0:
         raise UsageError("WIDTH and HEIGHT must be positive")

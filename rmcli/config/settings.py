@@ -109,6 +109,7 @@ class Setting:
     short: str = ""  # its short form, e.g. "-m"
     metavar: str = ""  # what --help shows for the value (default: from the type)
     command: str = "remove"  # the command whose option sets it ("": config file and env only)
+    also: tuple[str, ...] = ()  # other commands with the same option (serve: a model's settings)
     panel: str = "Advanced"  # the --help panel of its option (one of PANELS)
 
     @property
@@ -507,6 +508,7 @@ SETTINGS: dict[str, Setting] = {
             short="-m",
             metavar="NAME",
             panel="Model",
+            also=("serve",),
         ),
         _setting(
             "model_path",
@@ -516,6 +518,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             metavar="FILE",
             panel="Model",
+            also=("serve",),
         ),
         _setting(
             "model_family",
@@ -525,6 +528,7 @@ SETTINGS: dict[str, Setting] = {
             choices=MODEL_FAMILIES,
             metavar="FAMILY",
             panel="Model",
+            also=("serve",),
         ),
         _setting(
             "cloth_category",
@@ -543,6 +547,7 @@ SETTINGS: dict[str, Setting] = {
             short="-b",
             metavar="NAME",
             panel="Execution",
+            also=("serve",),
         ),
         _setting(
             "intra_threads",
@@ -555,6 +560,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             metavar="N|auto",
             panel="Execution",
+            also=("serve",),
         ),
         _setting(
             "inter_threads",
@@ -566,6 +572,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             maximum=MAX_THREADS,
             metavar="N",
+            also=("serve",),
         ),
         _setting(
             "cpu_binding",
@@ -577,6 +584,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             metavar="CPUS",
             panel="Execution",
+            also=("serve",),
         ),
         _setting(
             "execution_mode",
@@ -586,6 +594,7 @@ SETTINGS: dict[str, Setting] = {
             choices=("sequential", "parallel"),
             session=True,
             metavar="MODE",
+            also=("serve",),
         ),
         _setting(
             "allow_spinning",
@@ -593,6 +602,7 @@ SETTINGS: dict[str, Setting] = {
             True,
             "Let idle worker threads spin during a run (they stop after each run).",
             session=True,
+            also=("serve",),
         ),
         _setting(
             "shared_threadpool",
@@ -600,6 +610,7 @@ SETTINGS: dict[str, Setting] = {
             False,
             "All sessions of the process share one ONNX Runtime thread pool (sized once).",
             session=True,
+            also=("serve",),
         ),
         _setting(
             "graph_optimization",
@@ -609,6 +620,7 @@ SETTINGS: dict[str, Setting] = {
             choices=("disable", "basic", "extended", "all"),
             session=True,
             metavar="LEVEL",
+            also=("serve",),
         ),
         _setting(
             "cpu_mem_arena",
@@ -617,6 +629,7 @@ SETTINGS: dict[str, Setting] = {
             "ONNX Runtime's CPU memory arena; off: a 1024x1024 model needs about a quarter less "
             "peak memory, for up to a quarter more time per inference.",
             session=True,
+            also=("serve",),
         ),
         _setting(
             "executor",
@@ -625,6 +638,7 @@ SETTINGS: dict[str, Setting] = {
             "Where batches, and rmcli serve's inferences, run: local, dask (rmcli[dask]), ...",
             metavar="NAME",
             panel="Execution",
+            also=("serve",),
         ),
         _setting(
             "inflight",
@@ -645,6 +659,7 @@ SETTINGS: dict[str, Setting] = {
             flag="--scheduler",
             metavar="ADDRESS",
             panel="Dask",
+            also=("serve",),
         ),
         _setting(
             "models_dir",
@@ -652,12 +667,14 @@ SETTINGS: dict[str, Setting] = {
             "",
             "Folder of cached model weights (empty: default).",
             metavar="DIR",
+            also=("serve",),
         ),
         _setting(
             "offline",
             _parse_bool,
             False,
             "Never download weights; say where to place them.",
+            also=("serve",),
         ),
         _setting(
             "output_format",
@@ -695,6 +712,7 @@ SETTINGS: dict[str, Setting] = {
             minimum=1,
             maximum=1_000_000_000,
             metavar="N",
+            also=("serve",),
         ),
         _setting(
             "bgcolor",
@@ -771,6 +789,7 @@ SETTINGS: dict[str, Setting] = {
             minimum=10_000,
             maximum=100_000_000,
             metavar="N",
+            also=("serve",),
         ),
         _setting(
             "post_process_mask",
@@ -797,6 +816,7 @@ SETTINGS: dict[str, Setting] = {
             maximum=64,
             metavar="N",
             panel="GPU",
+            also=("serve",),
         ),
         _setting(
             "gpu_mem_limit",
@@ -808,6 +828,7 @@ SETTINGS: dict[str, Setting] = {
             maximum=1_048_576,
             metavar="MIB",
             panel="GPU",
+            also=("serve",),
         ),
         _setting(
             "precision",
@@ -818,6 +839,7 @@ SETTINGS: dict[str, Setting] = {
             choices=("fp32", "bf16"),
             session=True,
             panel="OpenVINO",
+            also=("serve",),
         ),
         _setting(
             "openvino_cache_dir",
@@ -828,6 +850,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             metavar="DIR",
             panel="OpenVINO",
+            also=("serve",),
         ),
         _setting(
             "openvino_streams",
@@ -840,6 +863,7 @@ SETTINGS: dict[str, Setting] = {
             session=True,
             metavar="N",
             panel="OpenVINO",
+            also=("serve",),
         ),
         _setting(
             "mask_error_budget",
@@ -857,6 +881,7 @@ SETTINGS: dict[str, Setting] = {
             False,
             "Fail instead of falling back to the CPU when the GPU or OpenVINO is not used.",
             session=True,
+            also=("serve",),
         ),
         *SERVE_SETTINGS,
     ]
@@ -973,25 +998,10 @@ class Settings(Mapping[str, Any]):
         return self.with_values(source, Layer.DERIVED, **values)
 
 
-# ``rmcli remove``'s settings that ``rmcli serve`` takes as flags too: what a model and its
-# sessions are, where the weights come from, the pixel limits, where inferences run
-SERVE_ALSO = frozenset(
-    {
-        *(key for key, setting in SETTINGS.items() if setting.session),
-        "model_family",
-        "executor",
-        "dask_scheduler",
-        "models_dir",
-        "offline",
-        "max_pixels",
-        "matting_max_pixels",
-    }
-)
-
-
 def takes(command: str, key: str) -> bool:
     """True when ``rmcli <command>`` has a flag for setting ``key``."""
-    return SETTINGS[key].command == command or (command == "serve" and key in SERVE_ALSO)
+    setting = SETTINGS[key]
+    return command == setting.command or command in setting.also
 
 
 def known_setting(key: str) -> Setting:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 
 if TYPE_CHECKING:
     import onnxruntime as ort

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
     from rmcli.config.settings import Settings
     from rmcli.contracts.jobs import Job, Result
-    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.output import OutputOptions
+    from rmcli.contracts.threads import ThreadLayout
 
 
 class Stop(threading.Event):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 from rmcli.cpus import (
     AFFINITY_ENTRY,
     affinity_entry,

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from rmcli.contracts.jobs import Result
-    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.model import Model
+    from rmcli.contracts.threads import ThreadLayout
 
 
 def _bounded(setting: Setting) -> bool:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,17 +23,18 @@ from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.executor import Stop
 from rmcli.contracts.jobs import Job, Result
 from rmcli.contracts.output import OutputOptions
+from rmcli.engine.inflight import run_pipelined
 from rmcli.engine.interrupt import stop_on_signals
 from rmcli.engine.layout import pin_calling_thread
-from rmcli.engine.pipeline import run_pipelined
 from rmcli.engine.registry import get_executor
 from rmcli.engine.stats import BatchStats
 from rmcli.errors import InputError, RmcliError, UsageError
-from rmcli.images import storage
+from rmcli.images import naming
 from rmcli.images.compose import check_options, compose
 from rmcli.images.imaging import encodable, encode, load_image, write_image
-from rmcli.images.inputs import STDIO, plan_jobs, without_existing
-from rmcli.video import pipeline as video
+from rmcli.images.inputs import plan_jobs, without_existing
+from rmcli.images.naming import STDIO
+from rmcli.video import clip as video
 
 if TYPE_CHECKING:
     from rmcli.contracts.executor import Masker
@@ -190,49 +189,6 @@ def in_input_order(
         yield waiting[index]
 
 
-FILE_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg"}
-FILE_FORMATS.update({".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".gif": "gif"})  # clips
-
-
-def output_file_format(output: str | None) -> str | None:
-    """The format when ``output`` names one image file (an image suffix, not a folder)."""
-    if output is None or output == STDIO:
-        return None
-    suffix = Path(output.rstrip("/")).suffix.lower()
-    if suffix not in FILE_FORMATS or output.endswith("/"):
-        return None
-    if not storage.is_url(output) and Path(output).is_dir():
-        return None
-    return FILE_FORMATS[suffix]
-
-
-def _same_file(source, target) -> bool:
-    if storage.is_url(source) or storage.is_url(target):
-        return str(source) == str(target)
-    return Path(source).resolve() == Path(target).resolve()
-
-
-def _is_stream(output: str | None) -> bool:
-    """True when ``output`` is a character device, a FIFO or standard output: one file to
-    write into (``-o /dev/null``), never a folder, whatever its name."""
-    if output is None or output == STDIO or storage.is_url(output):
-        return False
-    try:
-        mode = os.stat(output).st_mode
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or _is_stdout(Path(output))
-
-
-def _is_stdout(path: Path) -> bool:
-    """True when ``path`` is this process's standard output (``/dev/stdout``, ``/dev/fd/1``,
-    the terminal or pipe it is): written there, the cut-out must not be followed by a path."""
-    try:
-        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, AttributeError):  # no such file; stdout closed or replaced
-        return False
-
-
 @dataclass(frozen=True)
 class Summary:
     """How a batch ended."""
@@ -279,8 +235,10 @@ class Batch:
         self.options = options or OutputOptions.from_settings(settings)
         check_options(self.options.compose)
         out = str(output) if isinstance(output, Path) else output
-        one_file = single_file or _is_stream(out)
-        file_format = output_file_format(out) or ("png" if one_file and out != STDIO else None)
+        one_file = single_file or naming.is_stream(out)
+        file_format = naming.output_file_format(out)
+        if file_format is None and one_file and out != STDIO:
+            file_format = "png"  # one file whatever its name: PNG
         planned_to = None if file_format else out
         jobs = plan_jobs([str(item) for item in inputs], planned_to, self.options.fmt, recursive)
         if not jobs:
@@ -314,13 +272,7 @@ class Batch:
             )
         if self.remover.settings.layer("output_format") not in (Layer.FLAG, Layer.API):
             self.options = replace(self.options, fmt=file_format)
-        job = jobs[0]
-        target = out if storage.is_url(out) else Path(out)
-        if isinstance(target, Path) and _is_stdout(target):  # /dev/stdout and the like: as -o -
-            return [replace(job, output=None)]
-        if job.error is None and job.source is not None and _same_file(job.source, target):
-            return [replace(job, output=target, error=f"output {out} would overwrite the input")]
-        return [replace(job, output=target)]
+        return [naming.to_file(jobs[0], out)]
 
     def prepare(self, pin_caller: bool = False) -> Any:
         """Build the session before the first image when the jobs run in this process, so a

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
     from rmcli.config.settings import Settings
     from rmcli.contracts.backend import Backend
-    from rmcli.contracts.layout import ThreadLayout
     from rmcli.contracts.model import Model
+    from rmcli.contracts.threads import ThreadLayout
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 from rmcli.errors import BackendError
 
 log = logging.getLogger(__name__)

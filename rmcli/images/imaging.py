@@ -13,11 +13,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-# webm, mov, mp4 and gif are written for clips only (rmcli.video)
-FORMAT_SUFFIX = {
-    **{"png": ".png", "webp": ".webp", "jpg": ".jpg"},
-    **{"webm": ".webm", "mov": ".mov", "mp4": ".mp4", "gif": ".gif"},
-}
 # read by rmcli.video (PyAV); folders include them only when PyAV is installed
 VIDEO_SUFFIXES = {
     ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".flv",

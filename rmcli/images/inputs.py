@@ -1,22 +1,18 @@
-"""Turning command-line inputs (files, globs, folders, ``-``) into jobs with output paths."""
+"""Turning command-line inputs (files, globs, folders, ``-``) into jobs; their outputs are
+named by :mod:`rmcli.images.naming`."""
 
 from __future__ import annotations
 
 import glob
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rmcli.contracts.jobs import Job, Location
 from rmcli.images import storage
-from rmcli.images.imaging import FORMAT_SUFFIX, IMAGE_SUFFIXES, input_suffixes
-
-STDIO = "-"
-# What ``rmcli remove`` writes beside an input: NAME.out.png, .webp, .jpg (and clip formats)
-_OUTPUT_SUFFIXES = "|".join(re.escape(suffix) for suffix in FORMAT_SUFFIX.values())
-OWN_OUTPUT = re.compile(rf"\.out({_OUTPUT_SUFFIXES})$", re.IGNORECASE)
+from rmcli.images.imaging import IMAGE_SUFFIXES, input_suffixes
+from rmcli.images.naming import OWN_OUTPUT, STDIO, output_for, output_key
 
 log = logging.getLogger(__name__)
 
@@ -109,41 +105,6 @@ def expand(
     return found
 
 
-def output_for(
-    source: Location | None,
-    root: Location | None,
-    out_dir: Location | None,
-    fmt: str,
-    to_stdout: bool,
-) -> Location | None:
-    """Where the result of ``source`` goes: ``DIR/<sub-folders>/<stem>.<fmt>`` or beside it."""
-    suffix = FORMAT_SUFFIX[fmt]
-    if to_stdout or source is None and out_dir is None:
-        return None
-    if source is None:
-        name = f"stdin{suffix}"
-        return storage.join(out_dir, name) if storage.is_url(out_dir) else out_dir / name
-    url = storage.is_url(source)
-    stem = storage.stem(source) if url else source.stem
-    if out_dir is None:
-        name = f"{stem}.out{suffix}"
-        return storage.sibling(source, name) if url else source.with_name(name)
-    if root is None:
-        relative: tuple[str, ...] = ()
-    elif url:
-        relative = storage.relative_parent(source, root)
-    else:
-        relative = source.parent.relative_to(root).parts
-    if storage.is_url(out_dir):
-        return storage.join(out_dir, *relative, f"{stem}{suffix}")
-    return out_dir.joinpath(*relative, f"{stem}{suffix}")
-
-
-def _key(location: Location) -> Location:
-    """What identifies a location when comparing outputs with inputs."""
-    return location if storage.is_url(location) else location.resolve()
-
-
 def plan_jobs(
     args: list[str],
     out_dir: Location | None,
@@ -175,7 +136,7 @@ def plan_jobs(
     unique = []
     for label, source, root in found:
         if source is not None:
-            key = _key(source)
+            key = output_key(source)
             if key in inputs:
                 continue  # the same file again: one job
             inputs[key] = label
@@ -186,8 +147,8 @@ def plan_jobs(
         if source is not None and not _exists(source):
             error = "no such file" if not glob.has_magic(label) else "no file matches"
         elif output is not None:
-            key = _key(output)
-            if source is not None and key == _key(source):
+            key = output_key(output)
+            if source is not None and key == output_key(source):
                 error = f"output {output} would overwrite the input"
             elif key in inputs:
                 error = f"output {output} would overwrite the input {inputs[key]}"

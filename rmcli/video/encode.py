@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmcli.errors import InputError
+from rmcli.images.naming import FRAME_FOLDER_FORMATS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -21,17 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rmcli.video")
 
-# output format -> suffix of the written file ("" : a folder of numbered frames)
-CLIP_FORMATS = {
-    "webm": ".webm",
-    "mov": ".mov",
-    "mp4": ".mp4",
-    "webp": ".webp",
-    "gif": ".gif",
-    "png": "",
-    "jpg": "",
-}
-VIDEO_ONLY_FORMATS = {"webm", "mov", "mp4", "gif"}  # not written for still images
 # audio codecs each container takes as they are; others are transcoded to the first one
 AUDIO_CODECS = {
     "webm": ("libopus", {"opus", "vorbis"}),
@@ -58,9 +48,9 @@ class ClipWriter:
 
 
 def open_writer(fmt: str, target: Path, timing: Timing, threads: int = 1) -> ClipWriter:
-    """The writer for ``fmt`` (a key of :data:`CLIP_FORMATS`) that ends up at ``target``;
-    a symbolic link is followed to its target, a device, FIFO or standard output refused (a
-    clip is written whole, then renamed into place)."""
+    """The writer for ``fmt`` (webm, mov, mp4, webp, gif; png or jpg: a folder of frames) that
+    ends up at ``target``; a symbolic link is followed to its target, a device, FIFO or
+    standard output refused (a clip is written whole, then renamed into place)."""
     from rmcli.atomic import write_target
 
     try:
@@ -74,7 +64,7 @@ def open_writer(fmt: str, target: Path, timing: Timing, threads: int = 1) -> Cli
         )
     target = resolved
     target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt in ("png", "jpg"):
+    if fmt in FRAME_FOLDER_FORMATS:
         return FrameFolderWriter(fmt, target, threads)
     if fmt == "gif":
         return GifWriter(target, timing)

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rmcli.contracts.clock import Clock, untimed
 from rmcli.errors import InputError
+from rmcli.images.naming import CLIP_ONLY_FORMATS, clip_output, clip_outputs
 from rmcli.video.decode import ClipReader, Frame, check_limit
-from rmcli.video.encode import CLIP_FORMATS, VIDEO_ONLY_FORMATS, open_writer
+from rmcli.video.encode import open_writer
 from rmcli.video.probe import Clip, probe
 from rmcli.video.smoothing import TemporalSmoother
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from rmcli.contracts.output import OutputOptions
 
 
-class Remover(Protocol):
+class FrameMasker(Protocol):
     """What a clip needs of its :class:`rmcli.Remover`: the settings, the model (its
     pre- and post-processing run in the decoding and encoding threads) and the session."""
 
@@ -64,7 +65,7 @@ class ClipInterrupted(InputError):
 
 
 @contextmanager
-def frame_progress(listener: FrameListener) -> Iterator[None]:
+def report_frames_to(listener: FrameListener) -> Iterator[None]:
     """While active, ``listener`` is told of every frame written (for progress displays)."""
     global _listener
     previous, _listener = _listener, listener
@@ -75,7 +76,7 @@ def frame_progress(listener: FrameListener) -> Iterator[None]:
 
 
 def handle(
-    remover: Remover,
+    remover: FrameMasker,
     job: Job,
     options: OutputOptions,
     clock: Clock = untimed,
@@ -89,61 +90,31 @@ def handle(
         return False
     clip = probe(job.source, job.label)
     if clip is None:
-        if options.fmt in VIDEO_ONLY_FORMATS:
+        if options.fmt in CLIP_ONLY_FORMATS:
             raise InputError(
                 f"{job.label}: a still image cannot be written as {options.fmt} "
                 "(use png, webp or jpg)"
             )
         return False
     fmt = clip_format(remover.settings, options, clip)
-    target = clip_target(job, fmt, options.fmt)
+    target = clip_output(job, fmt, options.fmt)
     process_clip(remover, clip, target, fmt, options, clock, stop)
     return True
 
 
 def plan(jobs: list[Job], settings: Settings, options: OutputOptions) -> list[Job]:
-    """``jobs`` with each clip's output renamed for its format (``clip.webm``, a frame
-    folder...), so that what is printed, skipped or refused as a clash is the real output.
+    """``jobs`` with each clip's output named for its format (``clip.webm``, a frame folder...:
+    :func:`rmcli.images.naming.clip_outputs`). Clips that cannot even be probed are left as
+    they are: processing reports them."""
 
-    Clips that cannot even be probed are left as they are: processing reports them.
-    """
-    from rmcli.images import storage
-
-    planned = []
-    taken = {_key(j.output) for j in jobs if j.output is not None and not j.error}
-    for job in jobs:
-        if job.error or job.source is None or storage.is_url(job.source):
-            planned.append(job)
-            continue
+    def format_of(job: Job) -> str | None:
         try:
             clip = probe(job.source, job.label)
         except InputError:
-            clip = None
-        if clip is None:
-            planned.append(job)
-            continue
-        fmt = clip_format(settings, options, clip)
-        try:
-            target = clip_target(job, fmt, options.fmt)
-        except InputError as exc:
-            planned.append(replace(job, error=str(exc).removeprefix(f"{job.label}: ")))
-            continue
-        if target == job.output:
-            planned.append(job)
-            continue
-        error = None
-        if _key(target) in taken:
-            error = f"output {target} is already the output of another input"
-        taken.discard(_key(job.output))
-        taken.add(_key(target))
-        planned.append(replace(job, output=target, error=error))
-    return planned
+            return None
+        return None if clip is None else clip_format(settings, options, clip)
 
-
-def _key(location: Any) -> Any:
-    from rmcli.images import storage
-
-    return location if storage.is_url(location) else Path(location).resolve()
+    return clip_outputs(jobs, format_of, options.fmt)
 
 
 def clip_format(settings: Settings, options: OutputOptions, clip: Clip) -> str:
@@ -159,30 +130,8 @@ def clip_format(settings: Settings, options: OutputOptions, clip: Clip) -> str:
     return "webm"
 
 
-def clip_target(job: Job, fmt: str, planned_fmt: str) -> Path:
-    """Where the clip goes: the job's output with the format's suffix (for frames, a folder
-    named like the output without suffix), unless :func:`plan` already renamed it."""
-    from rmcli.images import storage
-    from rmcli.images.imaging import FORMAT_SUFFIX
-
-    output = job.output
-    if output is None:
-        raise InputError(
-            f"{job.label}: a clip cannot be written to standard output; give -o FOLDER "
-            "(or pipe raw frames through rmcli b)"
-        )
-    if storage.is_url(output):
-        raise InputError(f"{job.label}: clips are written to local folders only, not {output}")
-    target = Path(output)
-    if target.suffix == FORMAT_SUFFIX.get(planned_fmt):  # as planned for a still image
-        target = target.with_suffix(CLIP_FORMATS[fmt])
-    if target.resolve() == Path(job.source).resolve():
-        raise InputError(f"{job.label}: output {target} would overwrite the input")
-    return target
-
-
 def process_clip(
-    remover: Remover,
+    remover: FrameMasker,
     clip: Clip,
     target: Path,
     fmt: str,
@@ -276,7 +225,7 @@ def _first_pass(remover, clip, store, compose_options, smooth, clock, stop):
 
 
 def run_stages(
-    remover: Remover,
+    remover: FrameMasker,
     items: Iterator[Any],
     write: Callable[[Frame, Image.Image], None],
     label: str,

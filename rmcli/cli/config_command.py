@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-log = logging.getLogger("rmcli.cli.config")
+log = logging.getLogger("rmcli.cli.config_command")
 
 config_app = typer.Typer(
     help="Show and change settings. Precedence: flags > environment (RMCLI_*) > the model's "

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from rmcli.errors import InputError
+from rmcli.video.clip import ClipInterrupted, run_stages
 from rmcli.video.decode import Frame
-from rmcli.video.pipeline import ClipInterrupted, run_stages
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from rmcli.contracts.output import ComposeOptions
-    from rmcli.video.pipeline import Remover
+    from rmcli.video.clip import FrameMasker
 
 log = logging.getLogger("rmcli.video")
 
@@ -29,7 +29,7 @@ class RawStream:
 
     def __init__(
         self,
-        remover: Remover,
+        remover: FrameMasker,
         width: int,
         height: int,
         options: ComposeOptions,

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("rmcli.cli.matting")
+log = logging.getLogger("rmcli.cli.matting_notice")
 COMPILING = (
     "compiling pymatting's alpha-matting kernels (numba); this happens once per install "
     "and can take a few minutes"
