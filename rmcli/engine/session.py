@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rmcli.contracts.backend import SessionPlan
-from rmcli.contracts.layout import ThreadLayout
+from rmcli.contracts.threads import ThreadLayout
 from rmcli.cpus import AFFINITY_ENTRY, check_affinity_entry
 from rmcli.engine import threadpool
 from rmcli.engine.layout import apply_layout, resolve_layout
