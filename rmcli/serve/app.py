@@ -527,6 +527,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "model": engine.default_model.name,
                 "executor": engine.executor,
                 "slots": engine.scheduler.slots,
+                "memory_budget": {
+                    "bytes": engine.memory.total,
+                    "source": engine.memory.source,
+                    "held": engine.memory.held(),
+                    "loaded": engine.memory.loaded(),
+                },
             }
         )
 
