@@ -133,6 +133,7 @@ SLOW_MODULES = {
     "test_promises",
     "test_serve",
     "test_serve_dask",
+    "test_serve_models",
     "test_startup",
     "test_storage",
     "test_tune",

@@ -250,3 +250,45 @@ def test_sessions_are_evicted_least_recently_used_first_and_when_idle():
     assert pool.evict_idle() == 0
     now[0] = 61.0
     assert pool.evict_idle() == 2 and len(pool) == 0
+
+
+def _budget(total: int, **costs: tuple[int, int]):
+    from rmcli.serve.engine import MemoryBudget, ModelCost
+
+    dropped: list[str] = []
+    budget = MemoryBudget(total, "test", dropped.append)
+    for name, (session, run) in costs.items():
+        budget.costs[name] = ModelCost(session_bytes=session, run_bytes=run, measured=True)
+    return budget, dropped
+
+
+def test_sessions_are_evicted_by_bytes_least_recently_used_first_never_with_work_in_flight():
+    budget, dropped = _budget(1000, a=(300, 100), b=(300, 100), c=(300, 100))
+    assert budget.reserve("a") and budget.reserve("b")  # 400 + 400
+    budget.release("a")
+    assert budget.reserve("c")  # 400 more: a (idle, least recently used) goes, b is busy
+    assert dropped == ["a"] and set(budget.loaded()) == {"b", "c"}
+    assert budget.evictions == {"a": 1}
+    assert not budget.reserve("a")  # b and c both have work in flight: a waits
+    assert dropped == ["a"]
+    budget.release("c")
+    assert budget.reserve("a") and dropped == ["a", "c"]
+
+
+def test_a_models_concurrent_runs_are_capped_by_what_fits():
+    budget, _ = _budget(1000, heavy=(400, 250))
+    assert budget.reserve("heavy") and budget.reserve("heavy")  # 400 + 2 x 250
+    assert not budget.reserve("heavy")  # a third run would need 1150
+    budget.release("heavy")
+    assert budget.reserve("heavy")  # the arena keeps two runs' memory: the second fits again
+    assert budget.held("heavy") == 900
+
+
+def test_a_model_over_the_budget_is_refused_with_its_need_and_the_budget():
+    budget, _ = _budget(500 * 2**20, isnet=(200 * 2**20, 1200 * 2**20))
+    reason = budget.too_large("isnet")
+    assert reason == (
+        "model isnet needs about 1,400 MiB (measured: session 200 MiB + one inference "
+        "1,200 MiB), more than the memory budget of 500 MiB (serve_memory_budget, test)"
+    )
+    assert budget.too_large("unknown") is None  # nothing known: 0 bytes

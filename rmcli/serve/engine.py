@@ -388,6 +388,12 @@ class MemoryBudget:
             if name in self._runs and not self._inflight.get(name):
                 del self._runs[name]
 
+    def evict(self, name: str, why: str) -> None:
+        """Drop ``name``'s session now unless it has work in flight."""
+        with self._lock:
+            if name in self._runs and not self._inflight.get(name):
+                self._evict(name, why)
+
     def _evict(self, name: str, why: str) -> None:
         del self._runs[name]
         self.evictions[name] = self.evictions.get(name, 0) + 1
@@ -735,7 +741,8 @@ class Engine:
                 self._present.add(name)
             else:
                 await self.fetch(name)
-            if self.settings["serve_warmup"] and name in self._present and self.executor == "local":
+            warm = self.settings["serve_warmup"] and self.executor == "local"
+            if warm and name in self._present and name != self.default_model.name:
                 try:
                     await self.warm_up(name)  # measures its memory before requests come
                 except RmcliError as exc:
@@ -866,6 +873,10 @@ class Engine:
             mib(cost.run_bytes),
             self.memory.describe(),
         )
+        too_large = self.memory.too_large(model.name)
+        if too_large:  # measured alone at start; its requests get 503 with this reason
+            log.error("%s", too_large)
+            self.memory.evict(model.name, "it does not fit")
         return time.perf_counter() - started
 
     def _warm(self, model: Model, settings: Settings) -> None:
