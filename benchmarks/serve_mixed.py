@@ -1,7 +1,7 @@
 """A light and a heavy model behind one server at once: ``rmcli serve`` against ``rembg s``.
 
     python benchmarks/serve_mixed.py [--heavy PATH] [--rembg-venv DIR] [--skip-rembg]
-                                     [--rmcli-args "ARGS"]
+                                     [--rmcli-args "ARGS" ...]
 
 Two load generators at the same time, loopback only, one photo (examples/car-1.jpg): 12
 clients send 48 requests on u2netp, 4 clients send 8 requests on the heavy fp32 ISNet (made
@@ -13,7 +13,9 @@ once (a 503 is counted, not retried).
   u2netp and the ISNet file are copied into a temporary U2NET_HOME; ISNet requests use
   ``model=dis_custom`` with ``extras={"model_path": ...}`` in the query string (rembg reads
   ``extras`` from the query even on POST).
-- ``rmcli serve`` (default settings, plus ``--rmcli-args``): the ISNet file is a custom model
+- ``rmcli serve`` (default settings; then once per ``--rmcli-args``, with those options added,
+  e.g. ``--rmcli-args "--slots 2"`` or ``--rmcli-args "--memory-budget 1000000000"``, in the
+  same run): the ISNet file is a custom model
   ``isnet-heavy`` in a temporary config file, and ``--models u2netp,isnet-heavy`` warms both
   up (measuring their memory) before /readyz answers 200.
 
@@ -214,7 +216,8 @@ def rmcli_run(heavy: Path, extra: list[str]) -> Run:
         cmd = [sys.executable, "-m", "rmcli", "serve", "--port", "{port}"]
         cmd += ["--models", "u2netp,isnet-heavy", "--log-level", "warning", *extra]
         requests = {"u2netp": ("u2netp", "/api/remove"), "isnet": ("isnet-heavy", "/api/remove")}
-        run, _ = serve("rmcli serve " + " ".join(extra), cmd, env, "/readyz", requests)
+        name = "rmcli serve " + (" ".join(extra) or "(defaults)")
+        run, _ = serve(name, cmd, env, "/readyz", requests)
         return run
 
 
@@ -262,7 +265,12 @@ def main() -> None:
     parser.add_argument("--heavy", type=Path, default=HEAVY, help="the fp32 ISNet .onnx")
     parser.add_argument("--rembg-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--skip-rembg", action="store_true", help="measure rmcli serve only")
-    parser.add_argument("--rmcli-args", default="", help="options added to rmcli serve")
+    parser.add_argument(
+        "--rmcli-args",
+        action="append",
+        default=[],
+        help="another rmcli serve run with these options added (repeatable)",
+    )
     args = parser.parse_args()
     if not args.heavy.is_file():
         raise SystemExit(f"{args.heavy}: not found; make it with benchmarks/heavy_model.py")
@@ -271,13 +279,16 @@ def main() -> None:
     if not args.skip_rembg:
         runs.append(rembg_run(args.rembg_venv, args.heavy))
         print(table(runs[-1:]), file=sys.stderr, flush=True)
-    runs.append(rmcli_run(args.heavy, args.rmcli_args.split()))
+    for extra in ["", *args.rmcli_args]:
+        runs.append(rmcli_run(args.heavy, extra.split()))
+        print(table(runs[-1:]), file=sys.stderr, flush=True)
     load_after = os.getloadavg()
     print(table(runs))
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
-    if len(runs) == 2:
-        print("\ntargets")
-        targets(*runs)
+    if not args.skip_rembg:
+        for run in runs[1:]:
+            print(f"\ntargets, {run.name}")
+            targets(runs[0], run)
 
 
 if __name__ == "__main__":

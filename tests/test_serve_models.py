@@ -106,6 +106,9 @@ def test_sessions_are_admitted_and_evicted_by_bytes(budgeted):
     assert evictions(budgeted) == {"fat-a": before["fat-a"] + 1, "fat-b": before["fat-b"]}
     assert post(budgeted, "fat-a", image).status_code == 200
     assert evictions(budgeted) == {"fat-a": before["fat-a"] + 1, "fat-b": before["fat-b"] + 1}
+    with budgeted.client() as client:  # what the web page lists
+        loaded = client.get("/v1/models").json()["loaded"]
+    assert list(loaded) == ["fat-a"] and loaded["fat-a"] >= 64 * MIB
 
 
 def test_a_model_that_cannot_fit_gets_503_with_the_reason(budgeted):

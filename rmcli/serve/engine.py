@@ -500,6 +500,7 @@ class SessionPool:
                 del self._building[key]
             pending.set_exception(exc)
             raise
+        evicted = []
         with self._lock:
             self.builds += 1
             self._entries[key] = _Entry(loaded, self._clock())
@@ -508,7 +509,9 @@ class SessionPool:
                 old, _ = self._entries.popitem(last=False)
                 self.evictions += 1
                 log.info("session %s evicted (least recently used)", old[0])
-                self._on_evict(old[0])
+                evicted.append(old[0])
+        for name in evicted:  # outside the lock: the budget's lock is taken before ours
+            self._on_evict(name)
         pending.set_result(loaded)
         return loaded
 
@@ -520,8 +523,9 @@ class SessionPool:
             for key in stale:
                 del self._entries[key]
                 log.info("session %s evicted (idle)", key[0])
-                self._on_evict(key[0])
             self.evictions += len(stale)
+        for key in stale:
+            self._on_evict(key[0])
         return len(stale)
 
 
@@ -759,7 +763,8 @@ class Engine:
         too_large = self.memory.too_large(model.name)
         if too_large:
             raise ServeError(503, too_large, tag="memory")
-        if self.scheduler.queued(model.name) >= self.settings["serve_queue"]:
+        queued = self.scheduler.queued(model.name)
+        if queued >= self.settings["serve_queue"] and self.scheduler.free <= 0:
             raise ServeError(
                 503,
                 f"busy: {self.settings['serve_queue']} requests for model {model.name} already "
@@ -883,7 +888,9 @@ class Engine:
         try:
             loaded, built = self._session(model, settings)
             _, added = measure_rss()
+            started = time.perf_counter()
             warm(model, loaded)
+            self.slot_done(time.perf_counter() - started, model.name)  # its first cost
             self.memory.measured(model.name, built, added())
         finally:
             self._release_from_thread(model.name)
