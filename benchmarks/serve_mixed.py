@@ -176,6 +176,12 @@ def serve(name: str, cmd: list[str], env: dict, ready: str, requests: dict) -> t
     process = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
     try:
         wait_ready(port, ready, process, limit=300)
+        if ready == "/readyz":  # the memory budget and what each warmed-up model holds
+            time.sleep(15)  # the models after the default one are warmed up after /readyz
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", ready)
+            budget = json.loads(connection.getresponse().read()).get("memory_budget")
+            print(f"{name}: memory_budget {budget}", file=sys.stderr, flush=True)
         return run_mixed(name, port, process.pid, requests), ""
     finally:
         if process.poll() is None:
