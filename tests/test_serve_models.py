@@ -156,3 +156,37 @@ def test_light_requests_go_ahead_of_a_queue_of_heavy_ones(u2netp_path, tmp_path)
         assert heavy_before <= 1, done  # only the one running when the light ones came
     finally:
         assert server.stop() == 0, server.log_text()
+
+
+@pytest.mark.heavy
+def test_the_real_heavy_model_over_the_budget_gets_503_while_u2netp_is_served(
+    u2netp_path, tmp_path
+):
+    """The fp32 ISNet (176 MB of weights, about 1 GB with one inference) in a 900 MiB budget."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from heavy_model import HeavyModelUnavailable, heavy_models
+
+    try:
+        isnet = heavy_models().fp32
+    except HeavyModelUnavailable as exc:
+        pytest.skip(f"the heavy ISNet cannot be fetched here: {exc}")
+    (tmp_path / "config.toml").write_text(
+        f'[models.isnet-heavy]\nfamily = "isnet"\npath = "{isnet}"\n'
+    )
+    args = ["--models", "u2netp,isnet-heavy", "--memory-budget", str(900 * MIB)]
+    server = start_server(tmp_path, *args)
+    try:
+        wait_for(lambda: "isnet-heavy needs about" in server.log_text(), what="ISNet measured")
+        answer = post(server, "isnet-heavy", jpeg(640, 480))
+        assert answer.status_code == 503, answer.text
+        reason = answer.json()["error"]
+        assert reason.startswith("model isnet-heavy needs about") and "(measured: session" in reason
+        assert "memory budget of 900 MiB" in reason
+        assert post(server, "u2netp", jpeg(640, 480)).status_code == 200
+        assert server.metric("rmcli_serve_model_memory_bytes", model="isnet-heavy") == 0
+    finally:
+        assert server.stop() == 0, server.log_text()

@@ -1,9 +1,11 @@
-"""The engine behind ``rmcli serve``: core budget, fair slot scheduler, session pool, pools.
+"""The engine behind ``rmcli serve``: core budget, fair slot scheduler, memory budget,
+session pool, pools.
 
 One request goes: admission (bounded, see :mod:`rmcli.serve.app`), header check, a wait for
-one of K inference slots (per-model queues served round-robin), decoding and inference on the
-slot's thread, then composition and encoding on the codec pool. K x intra-op threads never
-exceeds the usable cores, so concurrent requests queue instead of oversubscribing the CPU.
+one of K inference slots (per-model queues served by measured cost, a run admitted only when
+its model's memory fits the budget), decoding and inference on the slot's thread, then
+composition and encoding on the codec pool. K x intra-op threads never exceeds the usable
+cores, so concurrent requests queue instead of oversubscribing the CPU.
 """
 
 from __future__ import annotations
