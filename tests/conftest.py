@@ -105,6 +105,7 @@ SLOW_MODULES = {
     "test_rembg_commands",
     "test_serve",
     "test_serve_dask",
+    "test_serve_models",
     "test_startup",
     "test_storage",
     "test_tune",

@@ -48,8 +48,92 @@ def test_slots_go_round_robin_across_models_and_fifo_within_one():
         assert scheduler.free == 1 and scheduler.waiting == 0
         return order
 
-    # b's requests arrived after all of a's but are served in turn, not after them
-    assert asyncio.run(scenario()) == ["a0", "b0", "a1", "b1", "a2", "a3"]
+    # b's requests arrived after all of a's but are served in turn, not after them, and
+    # first: a already had the slot
+    assert asyncio.run(scenario()) == ["b0", "a0", "b1", "a1", "a2", "a3"]
+
+
+def _served_in_order(costs: dict[str, float], arrivals: list[str], admit=None) -> list[str]:
+    """The order in which a one-slot scheduler with these per-model costs serves requests
+    queued in ``arrivals`` order while its slot is held by one more request of the first."""
+
+    async def scenario() -> list[str]:
+        scheduler = FairScheduler(1, costs.__getitem__, admit or (lambda key: True))
+        order: list[str] = []
+        await scheduler.acquire(arrivals[0])
+
+        async def request(model: str) -> None:
+            await scheduler.acquire(model)
+            order.append(model)
+            await asyncio.sleep(0)
+            scheduler.release(model)
+
+        tasks = [asyncio.create_task(request(m)) for m in arrivals]
+        await asyncio.sleep(0)
+        scheduler.release(arrivals[0])
+        await asyncio.gather(*tasks)
+        return order
+
+    return asyncio.run(scenario())
+
+
+def test_light_requests_are_not_stuck_behind_heavy_ones_nor_the_heavy_one_starved():
+    """Slots go by cost: a model 8x heavier gets one request in per 8 of a light one."""
+    arrivals = ["heavy"] * 3 + ["light"] * 20
+    order = _served_in_order({"heavy": 8.0, "light": 1.0}, arrivals)
+    assert order[0] == "light"  # the heavy model already held the slot
+    heavy_at = [i for i, m in enumerate(order) if m == "heavy"]
+    assert heavy_at == [8, 17, 22]  # one heavy per 8 light, not 3 heavy first or last
+    # by count, round robin would have served the heavy ones at 1, 3 and 5
+
+
+def test_a_model_that_does_not_fit_in_memory_is_capped_but_not_starved():
+    held = {"heavy": 0, "light": 0}
+    limit = {"heavy": 1, "light": 5}  # one heavy run fits at a time
+
+    def admit(key: str) -> bool:
+        if held[key] >= limit[key]:
+            return False
+        held[key] += 1
+        return True
+
+    async def scenario() -> list[str]:
+        scheduler = FairScheduler(2, {"heavy": 1.0, "light": 1.0}.__getitem__, admit)
+        order: list[str] = []
+
+        async def request(model: str) -> None:
+            await scheduler.acquire(model)
+            order.append(model)
+            await asyncio.sleep(0.01)
+            held[model] -= 1
+            scheduler.release(model)
+
+        await asyncio.gather(*(request(m) for m in ["heavy"] * 3 + ["light"] * 3))
+        return order
+
+    order = asyncio.run(scenario())
+    assert sorted(order) == ["heavy"] * 3 + ["light"] * 3  # every one served
+    assert order[:2] == ["heavy", "light"]  # the second slot went to light, not a 2nd heavy
+
+
+def test_the_deadline_estimate_counts_fair_shares_not_the_whole_queue():
+    """A light request behind 8 heavy ones (3 s each) waits about its share, not 24 s."""
+
+    async def scenario() -> tuple[float, float]:
+        seconds = {"heavy": 3.0, "light": 0.4}.__getitem__
+        scheduler = FairScheduler(1, seconds)
+        await scheduler.acquire("heavy")
+        waiters = [asyncio.create_task(scheduler.acquire("heavy")) for _ in range(8)]
+        await asyncio.sleep(0)
+        light = scheduler.expected("light", seconds)
+        heavy = scheduler.expected("heavy", seconds)
+        for waiter in waiters:
+            waiter.cancel()
+        return light, heavy
+
+    light, heavy = asyncio.run(scenario())
+    assert light == pytest.approx(0.4 + 0.4 + 3.0)  # its own, the heavy share, the running one
+    assert heavy == pytest.approx(9 * 3.0 + 3.0)
 
 
 def test_a_cancelled_waiter_leaves_the_queue_and_never_holds_a_slot():
@@ -166,3 +250,45 @@ def test_sessions_are_evicted_least_recently_used_first_and_when_idle():
     assert pool.evict_idle() == 0
     now[0] = 61.0
     assert pool.evict_idle() == 2 and len(pool) == 0
+
+
+def _budget(total: int, **costs: tuple[int, int]):
+    from rmcli.serve.engine import MemoryBudget, ModelCost
+
+    dropped: list[str] = []
+    budget = MemoryBudget(total, "test", dropped.append)
+    for name, (session, run) in costs.items():
+        budget.costs[name] = ModelCost(session_bytes=session, run_bytes=run, measured=True)
+    return budget, dropped
+
+
+def test_sessions_are_evicted_by_bytes_least_recently_used_first_never_with_work_in_flight():
+    budget, dropped = _budget(1000, a=(300, 100), b=(300, 100), c=(300, 100))
+    assert budget.reserve("a") and budget.reserve("b")  # 400 + 400
+    budget.release("a")
+    assert budget.reserve("c")  # 400 more: a (idle, least recently used) goes, b is busy
+    assert dropped == ["a"] and set(budget.loaded()) == {"b", "c"}
+    assert budget.evictions == {"a": 1}
+    assert not budget.reserve("a")  # b and c both have work in flight: a waits
+    assert dropped == ["a"]
+    budget.release("c")
+    assert budget.reserve("a") and dropped == ["a", "c"]
+
+
+def test_a_models_concurrent_runs_are_capped_by_what_fits():
+    budget, _ = _budget(1000, heavy=(400, 250))
+    assert budget.reserve("heavy") and budget.reserve("heavy")  # 400 + 2 x 250
+    assert not budget.reserve("heavy")  # a third run would need 1150
+    budget.release("heavy")
+    assert budget.reserve("heavy")  # the arena keeps two runs' memory: the second fits again
+    assert budget.held("heavy") == 900
+
+
+def test_a_model_over_the_budget_is_refused_with_its_need_and_the_budget():
+    budget, _ = _budget(500 * 2**20, isnet=(200 * 2**20, 1200 * 2**20))
+    reason = budget.too_large("isnet")
+    assert reason == (
+        "model isnet needs about 1,400 MiB (measured: session 200 MiB + one inference "
+        "1,200 MiB), more than the memory budget of 500 MiB (serve_memory_budget, test)"
+    )
+    assert budget.too_large("unknown") is None  # nothing known: 0 bytes

@@ -336,6 +336,20 @@ SERVE_SETTINGS: list[Setting] = [
         flag="--max-sessions",
     ),
     _setting(
+        "serve_memory_budget",
+        _parse_int,
+        0,
+        "Bytes the loaded sessions and their inferences may hold; sessions are admitted and "
+        "evicted by their measured memory (0: half the cgroup memory limit, else half the "
+        "memory available at start).",
+        minimum=0,
+        maximum=1 << 50,
+        command="serve",
+        panel="Service",
+        flag="--memory-budget",
+        metavar="BYTES",
+    ),
+    _setting(
         "serve_session_ttl",
         _parse_seconds,
         600.0,

@@ -527,6 +527,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "model": engine.default_model.name,
                 "executor": engine.executor,
                 "slots": engine.scheduler.slots,
+                "memory_budget": {
+                    "bytes": engine.memory.total,
+                    "source": engine.memory.source,
+                    "held": engine.memory.held(),
+                    "loaded": engine.memory.loaded(),
+                },
             }
         )
 
@@ -548,7 +554,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/v1/models",
         tags=["rmcli"],
-        summary="Models requests may name, the default, and those ready (weights on disk)",
+        summary="Models requests may name, the default, those ready (weights on disk) and loaded",
         responses=_error_responses(401),
     )
     async def models() -> dict[str, Any]:
@@ -559,7 +565,13 @@ def create_app(settings: Settings) -> FastAPI:
         weights = {n: known[n].weights for n in names if n in known}
         weights[engine.default_model.name] = engine.default_model.weights
         ready = [n for n in names if n in weights and _on_disk(settings, weights[n])]
-        return {"default": engine.default_model.name, "models": names, "ready": ready}
+        return {
+            "default": engine.default_model.name,
+            "models": names,
+            "ready": ready,
+            "loaded": engine.memory.loaded(),  # bytes counted against serve_memory_budget
+            "memory_budget": engine.memory.total,
+        }
 
     @app.post(
         "/api/remove",

@@ -24,6 +24,7 @@ from rmcli.errors import UsageError
 from rmcli.extras import pip_install
 from rmcli.serve.engine import (
     Engine,
+    FairScheduler,
     Job,
     ServeError,
     SessionPool,
@@ -61,7 +62,9 @@ class DaskEngine(Engine):
         self.address = settings["dask_scheduler"]
         if self.address:
             _probe(self.address, settings.source("dask_scheduler"))
-        self.scheduler.resize(0)  # slots arrive with the workers
+        # slots arrive with the workers; each worker bounds its own sessions, not this budget
+        self.scheduler = FairScheduler(0, self._core_seconds)
+        self.memory.total, self.memory.source = 1 << 62, "dask: not applied on the front end"
         self.intra_threads = 0
         self.workers: dict[str, int] = {}
         self.client: Any = None
@@ -164,7 +167,7 @@ class DaskEngine(Engine):
             except asyncio.CancelledError:
                 asyncio.ensure_future(self.client.cancel([future])).add_done_callback(_ignored)
                 raise
-            self.slot_done(time.perf_counter() - started)
+            self.slot_done(time.perf_counter() - started, model.name)
             job.timings.update(timings)
             return body
         except KilledWorker as exc:
@@ -181,7 +184,7 @@ class DaskEngine(Engine):
                 self.settings["serve_retry_after"],
             ) from None
         finally:
-            self.scheduler.release()
+            self.scheduler.release(model.name)
 
     async def warm_up(self) -> float:
         """Build and run the default model's session on every worker connected now (workers

@@ -1,9 +1,11 @@
-"""The engine behind ``rmcli serve``: core budget, fair slot scheduler, session pool, pools.
+"""The engine behind ``rmcli serve``: core budget, fair slot scheduler, memory budget,
+session pool, pools.
 
 One request goes: admission (bounded, see :mod:`rmcli.serve.app`), header check, a wait for
-one of K inference slots (per-model queues served round-robin), decoding and inference on the
-slot's thread, then composition and encoding on the codec pool. K x intra-op threads never
-exceeds the usable cores, so concurrent requests queue instead of oversubscribing the CPU.
+one of K inference slots (per-model queues served by measured cost, a run admitted only when
+its model's memory fits the budget), decoding and inference on the slot's thread, then
+composition and encoding on the codec pool. K x intra-op threads never exceeds the usable
+cores, so concurrent requests queue instead of oversubscribing the CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rmcli.cpus import usable_cpu_count
+from rmcli.engine.stats import rss_bytes
 from rmcli.errors import InputError, RmcliError, UsageError
 
 if TYPE_CHECKING:
@@ -112,36 +115,74 @@ def concurrent_callers(settings: Settings, callers: int) -> Settings:
 
 
 class FairScheduler:
-    """K slots handed out round-robin across models, FIFO within one model.
+    """K slots shared by per-model queues in proportion to cost, FIFO within one model.
 
-    ``acquire`` returns at once while a slot is free and nobody waits; otherwise the caller
-    waits in its model's queue. Cancelling a waiter (deadline, client gone) takes it out of
-    the queue; a slot granted to a waiter that is cancelled at that moment is passed on.
-    Event-loop only (not thread-safe); release from threads through ``call_soon_threadsafe``.
+    Start-time fair queueing: each model has a virtual clock, the slot-seconds it has been
+    given (its measured seconds per request, ``cost(key)``, per grant); a free slot goes to the
+    waiting model whose clock is lowest, so light models get many requests in while a heavy one
+    runs one, and the heavy one is not starved. A model whose queue becomes non-empty starts
+    level with the clock of the last grant (no credit saved while idle). ``admit(key)`` (the
+    memory budget) may hold a model back: one with work in flight is skipped (its concurrency
+    is capped by what fits), one with none blocks the others until memory frees, so it is
+    never starved by lighter ones. Cancelling a waiter takes it out of its queue; a slot
+    granted to a waiter cancelled at that moment is passed on. Event-loop only (not
+    thread-safe); release from threads through ``call_soon_threadsafe``.
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(
+        self,
+        slots: int,
+        cost: Callable[[str], float] = lambda key: 1.0,
+        admit: Callable[[str], bool] = lambda key: True,
+    ) -> None:
         self.slots = slots
         self.free = slots
         self.waiting = 0
-        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self.running: dict[str, int] = {}  # slots held, per model
+        self._cost = cost
+        self._admit = admit
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+        self._virtual: dict[str, float] = {}
+        self._clock = 0.0  # the virtual start of the last grant
 
     @property
     def busy(self) -> int:
         return self.slots - self.free
 
+    def queued(self, key: str) -> int:
+        """Requests of ``key`` waiting for a slot."""
+        return sum(not f.done() for f in self._queues.get(key, ()))
+
+    def queues(self) -> dict[str, int]:
+        """Waiting requests per model (models with none left out)."""
+        return {key: n for key in self._queues if (n := self.queued(key))}
+
+    def expected(self, key: str, seconds: Callable[[str], float]) -> float:
+        """Seconds until one more request of ``key`` would be done, as the fair schedule serves
+        it: its own queue's work, plus each other queue's work up to as much as its own (fair
+        shares), spread over the slots, plus the earliest a running request frees its slot.
+        ``seconds(key)``: a model's measured slot-seconds per request."""
+        own = (self.queued(key) + 1) * seconds(key)
+        ahead = sum(
+            min(self.queued(other) * seconds(other), own) for other in self._queues if other != key
+        )
+        running = [seconds(k) for k, n in self.running.items() if n > 0]
+        return (own + ahead) / max(1, self.slots) + (min(running) if running else 0.0)
+
     async def acquire(self, key: str) -> None:
-        if self.free > 0 and self.waiting == 0:
-            self.free -= 1
-            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, deque()).append(future)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            self._virtual[key] = max(self._virtual.get(key, 0.0), self._clock)
+        queue.append(future)
         self.waiting += 1
+        self._dispatch()
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release()  # granted as we were cancelled: hand the slot on
+                self.release(key)  # granted as we were cancelled: hand the slot on
             else:
                 queue = self._queues.get(key)
                 if queue is not None and future in queue:
@@ -149,32 +190,245 @@ class FairScheduler:
                     self.waiting -= 1
                     if not queue:
                         del self._queues[key]
+                self._dispatch()  # a model blocked behind this one may go now
             raise
 
     def resize(self, slots: int) -> None:
         """Change K (a Dask cluster's threads come and go); waiters get the new slots."""
         self.free += slots - self.slots
         self.slots = slots
-        while self.free > 0 and self.waiting:
-            self.free -= 1
-            self.release()
+        self._dispatch()
 
-    def release(self) -> None:
-        if self.free < 0:  # the scheduler shrank: this slot is gone
-            self.free += 1
-            return
-        while self._queues:
-            key, queue = next(iter(self._queues.items()))
+    def release(self, key: str = "") -> None:
+        """A slot of ``key`` is free again."""
+        if key in self.running:
+            self.running[key] -= 1
+        self.free += 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Grant free slots to the waiting models, lowest virtual clock first."""
+        while self.free > 0 and self.waiting:
+            chosen = None
+            for key in sorted(self._live(), key=lambda k: self._virtual[k]):
+                if self._admit(key):
+                    chosen = key
+                    break
+                if not self.running.get(key):
+                    return  # it waits for memory that only finishing work frees: all wait
+            if chosen is None:
+                return
+            queue = self._queues[chosen]
             future = queue.popleft()
             self.waiting -= 1
-            if queue:
-                self._queues.move_to_end(key)  # next model's turn
-            else:
+            if not queue:
+                del self._queues[chosen]
+            self._clock = self._virtual[chosen]
+            self._virtual[chosen] += self._cost(chosen)
+            self.free -= 1
+            self.running[chosen] = self.running.get(chosen, 0) + 1
+            future.set_result(None)
+
+    def _live(self) -> list[str]:
+        """Models with a waiter whose future is not done (cancelled ones dropped)."""
+        for key in list(self._queues):
+            queue = self._queues[key]
+            while queue and queue[0].done():
+                queue.popleft()
+                self.waiting -= 1
+            if not queue:
                 del self._queues[key]
-            if not future.done():
-                future.set_result(None)
+        return list(self._queues)
+
+
+MIB = 1 << 20
+RUN_BYTES_PER_PIXEL = 1536  # the estimate of one inference's memory, per model input pixel
+BUDGET_SHARE = 0.5  # serve_memory_budget 0: this share of the cgroup limit, else of MemAvailable
+
+
+def default_budget() -> tuple[int, str]:
+    """``BUDGET_SHARE`` of the cgroup's memory limit, else of the memory available now."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as handle:
+            text = handle.read().strip()
+        if text.isdigit():
+            return int(int(text) * BUDGET_SHARE), f"{BUDGET_SHARE:.0%} of the cgroup memory limit"
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    return int(available * BUDGET_SHARE), (
+                        f"{BUDGET_SHARE:.0%} of the memory available at start"
+                    )
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30, "4 GiB (neither a cgroup limit nor /proc/meminfo found)"
+
+
+def mib(size: int) -> str:
+    return f"{size / MIB:,.0f} MiB"
+
+
+@dataclass
+class ModelCost:
+    """What one model costs: slot-seconds per request and bytes (its session, one inference)."""
+
+    seconds: float = 0.0  # moving average of the seconds a request holds a slot (0: unknown)
+    session_bytes: int = 0  # resident memory added by building its session
+    run_bytes: int = 0  # resident memory added by one inference at a time
+    measured: bool = False  # both bytes measured (else estimated from the model's sizes)
+
+    def alone(self) -> int:
+        """Bytes its session and one inference need."""
+        return self.session_bytes + self.run_bytes
+
+
+class MemoryBudget:
+    """Bytes held by loaded sessions and their inferences, within ``total``.
+
+    A loaded session holds its build's bytes, plus one inference's bytes per run at once that
+    it has had (ONNX Runtime's arena keeps them; with ``cpu_mem_arena`` off, per run in
+    flight). Admitting a run that needs more may evict idle sessions, least recently used
+    first, never one with work in flight. Thread-safe.
+    """
+
+    def __init__(
+        self, total: int, source: str, drop: Callable[[str], None], arena: bool = True
+    ) -> None:
+        self.total = total
+        self.source = source
+        self.costs: dict[str, ModelCost] = {}
+        self.evictions: dict[str, int] = {}
+        self._drop = drop
+        self._arena = arena
+        self._runs: OrderedDict[str, int] = OrderedDict()  # loaded model: runs its memory holds
+        self._inflight: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    def describe(self) -> str:
+        return f"memory budget {mib(self.total)} ({self.source})"
+
+    def cost(self, name: str) -> ModelCost:
+        with self._lock:
+            return self.costs.setdefault(name, ModelCost())
+
+    def estimate(self, name: str, weights_bytes: int, input_pixels: int) -> None:
+        """Until measured: the session as twice its weights, an inference by its input size."""
+        cost = self.cost(name)
+        if not cost.measured:
+            cost.session_bytes = max(cost.session_bytes, 2 * weights_bytes)
+            cost.run_bytes = max(cost.run_bytes, RUN_BYTES_PER_PIXEL * input_pixels)
+
+    def held(self, name: str | None = None) -> int:
+        """Bytes counted for ``name``'s session and runs (None: all models)."""
+        with self._lock:
+            names = [name] if name is not None else list(self._runs)
+            return sum(self._bytes(n) for n in names if n in self._runs)
+
+    def _bytes(self, name: str) -> int:
+        cost = self.costs.setdefault(name, ModelCost())
+        return cost.session_bytes + self._runs[name] * cost.run_bytes
+
+    def loaded(self) -> dict[str, int]:
+        """Loaded models and the bytes counted for each, least recently used first."""
+        with self._lock:
+            return {name: self._bytes(name) for name in self._runs}
+
+    def too_large(self, name: str) -> str | None:
+        """Why ``name`` can never run within the budget (its session and one run), or None."""
+        cost = self.cost(name)
+        if cost.alone() <= self.total:
+            return None
+        how = "measured" if cost.measured else "estimated"
+        return (
+            f"model {name} needs about {mib(cost.alone())} ({how}: session "
+            f"{mib(cost.session_bytes)} + one inference {mib(cost.run_bytes)}), more than the "
+            f"memory budget of {mib(self.total)} (serve_memory_budget, {self.source})"
+        )
+
+    def reserve(self, name: str) -> bool:
+        """Count one more run of ``name`` if it fits, evicting idle sessions; else False."""
+        with self._lock:
+            cost = self.costs.setdefault(name, ModelCost())
+            runs = self._runs.get(name)
+            inflight = self._inflight.get(name, 0)
+            extra = cost.session_bytes if runs is None else 0
+            if inflight + 1 > (runs or 0):
+                extra += cost.run_bytes
+            held = sum(self._bytes(n) for n in self._runs)
+            if held + extra > self.total:
+                idle = [n for n in self._runs if n != name and not self._inflight.get(n)]
+                alone = not any(self._inflight.values())  # a lone run may always try
+                if held + extra - sum(self._bytes(n) for n in idle) > self.total and not alone:
+                    return False
+                for old in idle:
+                    if held + extra <= self.total:
+                        break
+                    held -= self._bytes(old)
+                    self._evict(old, "to make room for " + name)
+            self._runs[name] = max(runs or 0, inflight + 1)
+            self._runs.move_to_end(name)
+            self._inflight[name] = inflight + 1
+            return True
+
+    def release(self, name: str) -> None:
+        """A run of ``name`` ended."""
+        with self._lock:
+            self._inflight[name] = max(0, self._inflight.get(name, 0) - 1)
+            if not self._arena and name in self._runs:
+                self._runs[name] = self._inflight[name]
+
+    def inflight(self, name: str) -> int:
+        return self._inflight.get(name, 0)
+
+    def forget(self, name: str) -> None:
+        """``name``'s session went (idle or over serve_max_sessions): its bytes are free."""
+        with self._lock:
+            if name in self._runs and not self._inflight.get(name):
+                del self._runs[name]
+
+    def evict(self, name: str, why: str) -> None:
+        """Drop ``name``'s session now unless it has work in flight."""
+        with self._lock:
+            if name in self._runs and not self._inflight.get(name):
+                self._evict(name, why)
+
+    def _evict(self, name: str, why: str) -> None:
+        del self._runs[name]
+        self.evictions[name] = self.evictions.get(name, 0) + 1
+        log.info("session %s evicted (memory budget, %s)", name, why)
+        self._drop(name)
+
+    def measured(self, name: str, session_bytes: int | None, run_bytes: int) -> None:
+        """What a build (None: no build) and a run of ``name`` added to resident memory: the
+        first measurement replaces the estimate, later ones only raise it."""
+        with self._lock:
+            cost = self.costs.setdefault(name, ModelCost())
+            if not cost.measured:
+                if session_bytes is not None:
+                    cost.session_bytes = max(session_bytes, 0)
+                    cost.run_bytes = max(run_bytes, 0)
+                    cost.measured = True
                 return
-        self.free += 1
+            cost.run_bytes = max(cost.run_bytes, run_bytes)
+
+
+def measure_rss() -> tuple[int, Callable[[], int]]:
+    """Resident memory now, and a function giving the bytes added since (the peak, where
+    Linux lets the peak be reset; else the growth)."""
+    from rmcli.engine.stats import peak_rss_bytes, rss_bytes
+
+    before = rss_bytes()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to the current RSS
+        peak = True
+    except OSError:
+        peak = False
+    return before, lambda: (peak_rss_bytes() if peak else rss_bytes()) - before
 
 
 @dataclass
@@ -195,6 +449,7 @@ class SessionPool:
         ttl: float,
         build: Callable[[Model, Any, Settings], LoadedSession] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[str], None] = lambda name: None,
     ) -> None:
         from rmcli.engine.session import build_session
 
@@ -204,6 +459,7 @@ class SessionPool:
         self.evictions = 0
         self._build = build or build_session
         self._clock = clock
+        self._on_evict = on_evict
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._building: dict[tuple, Future[LoadedSession]] = {}
         self._lock = threading.Lock()
@@ -211,8 +467,22 @@ class SessionPool:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def has(self, model: Model, backend: Any, settings: Settings) -> bool:
+        """Whether the session for these is loaded (a :meth:`get` builds nothing)."""
+        return self._key(model, backend, settings) in self._entries
+
+    def drop(self, name: str) -> None:
+        """Forget every session of the model ``name`` (runs in flight keep theirs till done)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == name]:
+                del self._entries[key]
+
+    @staticmethod
+    def _key(model: Model, backend: Any, settings: Settings) -> tuple:
+        return (model.name, model.weights, backend.name, settings.session_key())
+
     def get(self, model: Model, backend: Any, settings: Settings) -> LoadedSession:
-        key = (model.name, model.weights, backend.name, settings.session_key())
+        key = self._key(model, backend, settings)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -232,6 +502,7 @@ class SessionPool:
                 del self._building[key]
             pending.set_exception(exc)
             raise
+        evicted = []
         with self._lock:
             self.builds += 1
             self._entries[key] = _Entry(loaded, self._clock())
@@ -240,6 +511,9 @@ class SessionPool:
                 old, _ = self._entries.popitem(last=False)
                 self.evictions += 1
                 log.info("session %s evicted (least recently used)", old[0])
+                evicted.append(old[0])
+        for name in evicted:  # outside the lock: the budget's lock is taken before ours
+            self._on_evict(name)
         pending.set_result(loaded)
         return loaded
 
@@ -252,6 +526,8 @@ class SessionPool:
                 del self._entries[key]
                 log.info("session %s evicted (idle)", key[0])
             self.evictions += len(stale)
+        for key in stale:
+            self._on_evict(key[0])
         return len(stale)
 
 
@@ -295,8 +571,18 @@ class Engine:
         codec = settings["serve_codec_threads"] or self.budget.usable
         self.infer_pool = ThreadPoolExecutor(self.budget.slots, thread_name_prefix="rmcli-infer")
         self.codec_pool = ThreadPoolExecutor(codec, thread_name_prefix="rmcli-codec")
-        self.scheduler = FairScheduler(self.budget.slots)
-        self.sessions = SessionPool(settings["serve_max_sessions"], settings["serve_session_ttl"])
+        total, source = settings["serve_memory_budget"], settings.source("serve_memory_budget")
+        if not total:
+            total, source = default_budget()
+        self.memory = MemoryBudget(
+            total, source, self._drop, arena=bool(settings.get("cpu_mem_arena", True))
+        )
+        self.scheduler = FairScheduler(self.budget.slots, self._core_seconds, self.memory.reserve)
+        self.sessions = SessionPool(
+            settings["serve_max_sessions"],
+            settings["serve_session_ttl"],
+            on_evict=self.memory.forget,
+        )
         allowed = [m.strip() for m in settings["serve_models"].split(",") if m.strip()]
         self.listed_models = allowed
         self.allowed_models = set(allowed) | {self.default_model.name} if allowed else None
@@ -311,19 +597,32 @@ class Engine:
         self._models: dict[str, tuple[Model, Settings]] = {}
         self._observe: Callable[[str, float], None] = lambda stage, seconds: None
 
+    def _drop(self, name: str) -> None:
+        self.sessions.drop(name)
+
+    def seconds(self, name: str) -> float:
+        """Measured seconds a request of ``name`` holds a slot (before any: the average)."""
+        cost = self.memory.costs.get(name)
+        return cost.seconds if cost is not None and cost.seconds else self.held_seconds
+
+    def _core_seconds(self, name: str) -> float:
+        """What one request of ``name`` costs the fair schedule (1.0 before any measurement)."""
+        return self.seconds(name) or 1.0
+
     def observe_with(self, observe: Callable[[str, float], None]) -> None:
         """Report each stage's seconds (queue, decode, inference, encode) to ``observe``."""
         self._observe = observe
 
     def capacity(self) -> int:
-        """Inference requests admitted at once: the slots plus the queue (``serve_queue``)."""
-        return self.scheduler.slots + self.settings["serve_queue"]
+        """Inference requests admitted at once: the slots plus a queue (``serve_queue``) for
+        each model asked for so far."""
+        return self.scheduler.slots + self.settings["serve_queue"] * max(1, len(self._models))
 
     def describe(self) -> str:
         """Where inferences run, for the start-up log line."""
         return (
             f"{self.budget.slots} inference slots x {self.budget.threads} intra-op threads "
-            f"({self.budget.usable} usable cores)"
+            f"({self.budget.usable} usable cores), {self.memory.describe()}"
         )
 
     def unavailable(self) -> str | None:
@@ -364,6 +663,7 @@ class Engine:
             settings = self.session_settings(settings)
             found = (model_for(settings), settings)  # an unknown name is a UsageError
             self._models[name] = found
+            self.memory.estimate(name, _weights_bytes(found[0]), _input_pixels(found[0]))
         return found
 
     def session_settings(self, settings: Settings) -> Settings:
@@ -447,6 +747,12 @@ class Engine:
                 self._present.add(name)
             else:
                 await self.fetch(name)
+            warm = self.settings["serve_warmup"] and self.executor == "local"
+            if warm and name in self._present and name != self.default_model.name:
+                try:
+                    await self.warm_up(name)  # measures its memory before requests come
+                except RmcliError as exc:
+                    log.error("serve_models: %s: %s", name, exc)
 
     async def run(self, job: Job, deadline: float) -> Output:
         """Cut out ``job`` before the loop time ``deadline``; ServeError on expected failures."""
@@ -456,7 +762,19 @@ class Engine:
         reason = self.unavailable()
         if reason:
             raise ServeError(503, reason, self.settings["serve_retry_after"], tag="unavailable")
-        self._refuse_if_late(deadline)
+        too_large = self.memory.too_large(model.name)
+        if too_large:
+            raise ServeError(503, too_large, tag="memory")
+        queued = self.scheduler.queued(model.name)
+        if queued >= self.settings["serve_queue"] and self.scheduler.free <= 0:
+            raise ServeError(
+                503,
+                f"busy: {self.settings['serve_queue']} requests for model {model.name} already "
+                f"queued (serve_queue); retry after {self.settings['serve_retry_after']} s",
+                retry_after=self.settings["serve_retry_after"],
+                tag="queue_full",
+            )
+        self._refuse_if_late(deadline, model.name)
         try:
             async with asyncio.timeout_at(deadline):
                 queued = time.perf_counter()
@@ -476,33 +794,35 @@ class Engine:
         media = "image/png" if job.options.only_mask else MEDIA_TYPES[job.fmt]
         return Output(body, media, model.name)
 
-    def _refuse_if_late(self, deadline: float) -> None:
-        """503 now, not at the deadline, when the work queued ahead cannot finish in time.
-
-        The estimate is (rounds of K slots ahead + this job's own) x the average slot time;
-        it refuses only once every slot is taken and a measured average exists.
-        """
-        held, slots = self.held_seconds, self.scheduler.slots
-        if not held or not slots or self.scheduler.free > 0:
+    def _refuse_if_late(self, deadline: float, name: str) -> None:
+        """503 now, not at the deadline, when the fair schedule cannot finish this request in
+        time: its own model's queue, the other queues' share (see
+        :meth:`FairScheduler.expected`), measured seconds per request of each model. It
+        refuses only once every slot is taken and a measurement exists."""
+        if not self.seconds(name) or not self.scheduler.slots or self.scheduler.free > 0:
             return
-        rounds = self.scheduler.waiting // slots + 2  # the round running, those ahead, ours
-        expected = rounds * held
+        expected = self.scheduler.expected(name, self.seconds)
         left = deadline - asyncio.get_running_loop().time()
         if expected > left:
+            waiting = self.scheduler.waiting
             raise ServeError(
                 503,
-                f"busy: the {self.scheduler.waiting} requests queued ahead need about "
-                f"{expected:.1f} s, more than the {max(left, 0):.1f} s left before the "
-                f"deadline (serve_deadline); retry after {self.settings['serve_retry_after']} s",
+                f"busy: with the {waiting} requests queued (fair shares per model), this "
+                f"{name} request needs about {expected:.1f} s, more than the {max(left, 0):.1f} s "
+                f"left before the deadline (serve_deadline); retry after "
+                f"{self.settings['serve_retry_after']} s",
                 retry_after=self.settings["serve_retry_after"],
                 tag="deadline",
             )
 
-    def slot_done(self, seconds: float) -> None:
-        """A slot was held ``seconds``: update the average the late refusal uses."""
+    def slot_done(self, seconds: float, name: str = "") -> None:
+        """A slot was held ``seconds`` by ``name``: update the averages the schedule uses."""
         self.held_seconds = (
             seconds if not self.held_seconds else 0.8 * self.held_seconds + (0.2 * seconds)
         )
+        if name:
+            cost = self.memory.cost(name)
+            cost.seconds = seconds if not cost.seconds else 0.8 * cost.seconds + 0.2 * seconds
 
     async def cut_out(self, job: Job, model: Model, settings: Settings) -> bytes:
         """On a slot (already acquired): decode and mask on the slot's thread, then compose
@@ -518,32 +838,64 @@ class Engine:
     def _held(self, job: Job, model: Model, settings: Settings) -> tuple[Any, Any]:
         """On an inference slot: decode, then the mask; the slot is released when done."""
         try:
-            loaded = self.sessions.get(model, self.backend, settings)
+            loaded, built = self._session(model, settings)
+            _, added = measure_rss()
             started = time.perf_counter()  # a session build is not what later jobs wait for
             image, mask = decode_and_mask(job, model, loaded, settings["max_pixels"])
-            self.slot_done(time.perf_counter() - started)
+            self.slot_done(time.perf_counter() - started, model.name)
+            self.memory.measured(model.name, built, added())
             return image, mask
         finally:
-            self._release_from_thread()
+            self._release_from_thread(model.name)
 
-    def _release_from_thread(self) -> None:
-        self._loop.call_soon_threadsafe(self.scheduler.release)
+    def _session(self, model: Model, settings: Settings) -> tuple[LoadedSession, int | None]:
+        """``model``'s session, and the resident bytes its build added (None: no build)."""
+        if self.sessions.has(model, self.backend, settings):
+            return self.sessions.get(model, self.backend, settings), None
+        before, _ = measure_rss()
+        loaded = self.sessions.get(model, self.backend, settings)
+        return loaded, rss_bytes() - before
 
-    async def warm_up(self) -> float:
-        """Build the default model's session and run it once, on a slot; the seconds it took."""
+    def _release_from_thread(self, name: str) -> None:
+        self._loop.call_soon_threadsafe(self._release, name)
+
+    def _release(self, name: str) -> None:
+        self.memory.release(name)
+        self.scheduler.release(name)
+
+    async def warm_up(self, name: str | None = None) -> float:
+        """Build a model's session (None: the default's) and run it once, on a slot, measuring
+        its memory; the seconds it took."""
         started = time.perf_counter()
-        model, settings = self.model(None)
+        model, settings = self.model(name)
         await self.scheduler.acquire(model.name)
         await _shielded(
             asyncio.get_running_loop().run_in_executor(self.infer_pool, self._warm, model, settings)
         )
+        cost = self.memory.cost(model.name)
+        log.info(
+            "model %s: session %s, one inference %s (measured), %s",
+            model.name,
+            mib(cost.session_bytes),
+            mib(cost.run_bytes),
+            self.memory.describe(),
+        )
+        too_large = self.memory.too_large(model.name)
+        if too_large:  # measured alone at start; its requests get 503 with this reason
+            log.error("%s", too_large)
+            self.memory.evict(model.name, "it does not fit")
         return time.perf_counter() - started
 
     def _warm(self, model: Model, settings: Settings) -> None:
         try:
-            warm(model, self.sessions.get(model, self.backend, settings))
+            loaded, built = self._session(model, settings)
+            _, added = measure_rss()
+            started = time.perf_counter()
+            warm(model, loaded)
+            self.slot_done(time.perf_counter() - started, model.name)  # its first cost
+            self.memory.measured(model.name, built, added())
         finally:
-            self._release_from_thread()
+            self._release_from_thread(model.name)
 
     async def verify_weights(self) -> None:
         """Fetch (if allowed) and check the default model's weights, off the event loop."""
@@ -567,6 +919,20 @@ class Engine:
 
 
 FETCH_RETRY = 60.0  # seconds before a failed model fetch is tried again
+
+
+def _weights_bytes(model: Model) -> int:
+    """The size of ``model``'s weights file where known (0: not known yet)."""
+    weights = model.weights
+    if weights.path:
+        with contextlib.suppress(OSError):
+            return os.path.getsize(weights.path)
+    return weights.size or 0
+
+
+def _input_pixels(model: Model) -> int:
+    width, height = getattr(model, "input_size", (320, 320))
+    return width * height
 
 
 def _weights_here(model: Model, settings: Settings) -> bool:

@@ -90,6 +90,35 @@ class Metrics:
             "Inference requests inside the server (queued, running or encoding).",
             registry=registry,
         )
+        self.model_queue = Gauge(
+            "rmcli_serve_model_queue_depth",
+            "Requests waiting for an inference slot, by model.",
+            ["model"],
+            registry=registry,
+        )
+        self.model_inflight = Gauge(
+            "rmcli_serve_model_inflight",
+            "Inference slots in use, by model.",
+            ["model"],
+            registry=registry,
+        )
+        self.model_memory = Gauge(
+            "rmcli_serve_model_memory_bytes",
+            "Memory counted against serve_memory_budget, by model (its session and the "
+            "inferences its arena holds; 0: not loaded).",
+            ["model"],
+            registry=registry,
+        )
+        self.model_evictions = Gauge(
+            "rmcli_serve_model_evictions",
+            "Sessions evicted to keep within serve_memory_budget, by model.",
+            ["model"],
+            registry=registry,
+        )
+        gauge = Gauge(
+            "rmcli_serve_memory_budget_bytes", "serve_memory_budget in bytes.", registry=registry
+        )
+        gauge.set_function(lambda: engine.memory.total)
         engine.observe_with(lambda stage, seconds: self.stages.labels(stage).observe(seconds))
         self._engine = engine
         self._builds_seen = 0
@@ -100,4 +129,13 @@ class Metrics:
         if builds > self._builds_seen:
             self.session_builds.inc(builds - self._builds_seen)
             self._builds_seen = builds
+        engine = self._engine
+        queues = engine.scheduler.queues()
+        loaded = engine.memory.loaded()
+        names = set(queues) | set(loaded) | set(engine.memory.costs)
+        for name in names:
+            self.model_queue.labels(name).set(queues.get(name, 0))
+            self.model_inflight.labels(name).set(engine.scheduler.running.get(name, 0))
+            self.model_memory.labels(name).set(loaded.get(name, 0))
+            self.model_evictions.labels(name).set(engine.memory.evictions.get(name, 0))
         return generate_latest(self.registry)
