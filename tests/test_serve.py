@@ -211,7 +211,7 @@ def test_openapi_documents_both_apis(server):
     assert {"file", "model", "a", "af", "ab", "ae", "om", "ppm", "bgc"} <= set(fields["properties"])
 
 
-def test_schemathesis_finds_no_server_error_or_schema_violation(server):
+def test_schemathesis_finds_no_server_error_or_schema_violation(server, matting_compiled):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
@@ -221,6 +221,9 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(server):
         status_code_conformance,
     )
 
+    # an alpha-matting request before the kernels are loaded is a 503 by design (retry later)
+    ready = "alpha matting ready"
+    wait_for(lambda: ready in server.log_text(), timeout=600, what=ready)
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     checks = [
         not_a_server_error,
