@@ -342,7 +342,7 @@ def test_missing_pyav_gives_the_install_command(tmp_path, clip):
 
 def test_ctrl_c_mid_clip_leaves_no_file(tmp_path, u2netp_path):
     path = tmp_path / "long.webm"
-    make_clip(path, count=40, size=(64, 48))
+    make_clip(path, count=200, size=(64, 48))  # long enough to be mid-clip on a fast machine
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "rmcli", "remove", str(path), "-o", str(out)],
