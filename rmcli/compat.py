@@ -27,21 +27,19 @@ if TYPE_CHECKING:
 # rembg's custom sessions: session name -> rmcli model family (same pre/post-processing)
 CUSTOM_SESSIONS = {"u2net_custom": "u2net", "dis_custom": "isnet", "ben_custom": "isnet"}
 
-# rembg's remove() keywords; its commands pass them to new_session() too, which ignores them
+# rembg's remove() keywords that shape the cut-out (rembg_options takes them)
+COMPOSE_KEYWORDS = (
+    "alpha_matting",
+    "alpha_matting_foreground_threshold",
+    "alpha_matting_background_threshold",
+    "alpha_matting_erode_size",
+    "only_mask",
+    "post_process_mask",
+    "bgcolor",
+)
+# all of rembg's remove() keywords; its commands pass them to new_session() too, which ignores them
 REMOVE_KEYWORDS = frozenset(
-    {
-        "alpha_matting",
-        "alpha_matting_foreground_threshold",
-        "alpha_matting_background_threshold",
-        "alpha_matting_erode_size",
-        "only_mask",
-        "post_process_mask",
-        "bgcolor",
-        "force_return_bytes",
-        "decontaminate",
-        "vitmatte",
-        "vitmatte_model",
-    }
+    {*COMPOSE_KEYWORDS, "force_return_bytes", "decontaminate", "vitmatte", "vitmatte_model"}
 )
 
 

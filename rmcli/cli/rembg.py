@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rmcli.compat import COMPOSE_KEYWORDS
 from rmcli.config.settings import SETTINGS, shown_default
 from rmcli.errors import EXIT_INPUT_FAILED, UsageError
 
@@ -104,16 +105,7 @@ Extras = Annotated[
 ]
 
 # -x keys rmcli understands: rembg's remove() keywords, and model_path for custom sessions
-EXTRAS = (
-    "alpha_matting",
-    "alpha_matting_foreground_threshold",
-    "alpha_matting_background_threshold",
-    "alpha_matting_erode_size",
-    "only_mask",
-    "post_process_mask",
-    "bgcolor",
-    "model_path",
-)
+EXTRAS = (*COMPOSE_KEYWORDS, "model_path")
 
 
 def rembg_settings(
@@ -139,11 +131,14 @@ def rembg_settings(
     if decontaminate or vitmatte:
         name = "-dc (decontaminate)" if decontaminate else "-vm (vitmatte)"
         raise UsageError(f"{name} is rembg-only: rmcli does not support it; -a refines edges")
+    thresholds = {
+        "alpha_matting_foreground_threshold": fg,
+        "alpha_matting_background_threshold": bg,
+        "alpha_matting_erode_size": erode,
+    }  # not given: rembg_options has rembg's defaults
     compose: dict[str, Any] = {
         "alpha_matting": alpha_matting,
-        "alpha_matting_foreground_threshold": 240 if fg is None else fg,
-        "alpha_matting_background_threshold": 10 if bg is None else bg,
-        "alpha_matting_erode_size": 10 if erode is None else erode,
+        **{key: value for key, value in thresholds.items() if value is not None},
         "only_mask": only_mask,
         "post_process_mask": post_process,
         "bgcolor": tuple(bgcolor) if bgcolor is not None else (0, 0, 0, 0),
