@@ -67,7 +67,7 @@ def matting_compiled() -> None:
     """
     pytest.importorskip("pymatting")
     subprocess.run(
-        [sys.executable, "-c", "import pymatting.alpha.estimate_alpha_cf, pymatting.foreground"],
+        [sys.executable, "-c", "from rmcli.images.matting import warm_matting; warm_matting()"],
         check=True,
         timeout=900,
     )

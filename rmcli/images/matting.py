@@ -107,3 +107,16 @@ def _erode(region: np.ndarray, size: int, border: bool) -> np.ndarray:
         + sums[:height, :width]
     )
     return window == size * size
+
+
+def warm_matting() -> None:
+    """Run alpha matting once on a tiny image: numba compiles pymatting's kernels (or loads
+    them from its cache)."""
+    from PIL import Image
+
+    from rmcli.contracts.output import ComposeOptions
+
+    image = Image.new("RGB", (32, 32), (200, 50, 50))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    matte_cutout(image, mask, ComposeOptions(alpha_matting=True))

@@ -948,20 +948,6 @@ def _weights_here(model: Model, settings: Settings) -> bool:
     return True
 
 
-def warm_matting() -> None:
-    """Run alpha matting once on a tiny image: numba compiles pymatting's kernels (or loads
-    them from its cache)."""
-    from PIL import Image
-
-    from rmcli.contracts.output import ComposeOptions
-    from rmcli.images.matting import matte_cutout
-
-    image = Image.new("RGB", (32, 32), (200, 50, 50))
-    mask = Image.new("L", (32, 32), 0)
-    mask.paste(255, (8, 8, 24, 24))
-    matte_cutout(image, mask, ComposeOptions(alpha_matting=True))
-
-
 class MattingWarmUp:
     """pymatting's numba kernels compiled ahead into numba's cache, once per server start, in a
     child process at the lowest CPU priority (a cold compile takes minutes and would hold this
@@ -989,7 +975,7 @@ class MattingWarmUp:
     def _compile(self) -> None:
         started = time.perf_counter()
         try:
-            code = "from rmcli.serve.engine import warm_matting; warm_matting()"
+            code = "from rmcli.images.matting import warm_matting; warm_matting()"
             self._child = subprocess.Popen(
                 [sys.executable, "-c", code],
                 stdin=subprocess.DEVNULL,
