@@ -414,14 +414,32 @@ def images():
     started.close()
 
 
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.1.2.3/x.jpg", "private"),
+        ("http://192.168.0.1/x.jpg", "private"),
+    ],
+)
+def test_addresses_off_this_machine_are_refused_before_any_connection(url, kind):
+    """Checked in this process by the guard the service runs (a literal address is never
+    resolved or connected to), so a bug here cannot send traffic off the machine."""
+    import asyncio
+
+    from rmcli.serve.engine import ServeError
+    from rmcli.serve.fetch import UrlPolicy, checked_target
+
+    with pytest.raises(ServeError, match=kind) as refused:
+        asyncio.run(checked_target(url, UrlPolicy(1000)))
+    assert refused.value.status == 403
+
+
 def test_url_fetching_refuses_what_is_not_public(guarded, images):
     refused = {
         f"http://127.0.0.2:{images.other}/car.jpg": (403, "loopback"),
         f"http://[::1]:{images.port}/car.jpg": (403, "loopback"),
         f"http://[::ffff:127.0.0.2]:{images.other}/car.jpg": (403, "loopback"),
-        "http://169.254.169.254/latest/meta-data/": (403, "link-local"),
-        "http://10.1.2.3/x.jpg": (403, "private"),
-        "http://192.168.0.1/x.jpg": (403, "private"),
         "http://0.0.0.0/x.jpg": (403, "unspecified"),
         "file:///etc/passwd": (400, "only http and https"),
         "ftp://127.0.0.1/x.jpg": (400, "only http and https"),
