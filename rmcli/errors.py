@@ -37,3 +37,7 @@ class InputError(RmcliError):
     """One input that cannot be processed; a batch reports it and goes on."""
 
     exit_code = EXIT_INPUT_FAILED
+
+
+class TooLargeError(InputError):
+    """An input, or its output, over a size limit (pixels, decompression bomb, format)."""

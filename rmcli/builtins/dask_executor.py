@@ -38,6 +38,7 @@ CONNECT_TIMEOUT = f"{CONNECT_TIMEOUT_S:.0f}s"
 class DaskExecutor(Executor):
     name = "dask"
     summary = "On a Dask cluster (--scheduler ADDRESS), else a local cluster of this machine"
+    serve_with = "rmcli.serve.dask_service:DaskInferenceService"
 
     def availability(self) -> tuple[bool, str]:
         if importlib.util.find_spec("distributed") is None:

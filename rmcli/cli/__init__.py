@@ -48,7 +48,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "config": Entry("rmcli.cli.config_command", "Show and change settings (config.toml)."),
     "serve": Entry(
-        "rmcli.cli.serve", "Serve background removal over HTTP until SIGTERM or Ctrl-C."
+        "rmcli.cli.serve_command", "Serve background removal over HTTP until SIGTERM or Ctrl-C."
     ),
 }
 

@@ -327,7 +327,7 @@ def s(
     ] = False,
 ) -> None:
     """rembg s: the HTTP server (rembg's /api/remove, rmcli's API and web page)."""
-    from rmcli.cli.serve import serve_with
+    from rmcli.cli.serve_command import serve_with
 
     flags: dict[str, Any] = {"serve_port": (port, "flag -p")}
     if host is not None:

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 Clock = Callable[[str], AbstractContextManager[object]]
 
-STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
+STAGES = ("decode", "preprocess", "inference", "postprocess", "compose", "encode")
 
 
 def untimed(stage: str) -> AbstractContextManager[object]:

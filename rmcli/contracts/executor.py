@@ -62,6 +62,10 @@ class Executor:
     in_process: bool = False
     #: True when this executor replaces a built-in one of the same name (see docs/plugins.md)
     replaces: bool = False
+    #: ``"module:Class"`` of the inference service ``rmcli serve`` runs with this executor (a
+    #: subclass of ``rmcli.serve.service.InferenceService``, imported only when serving); None:
+    #: an ``in_process`` executor serves on this process's slots, any other cannot serve
+    serve_with: str | None = None
 
     def availability(self) -> tuple[bool, str]:
         """Whether this executor can run here, and why (or why not), in a few words."""

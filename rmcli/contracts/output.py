@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmcli.colors import Color, parse_color
 from rmcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,9 @@ class ComposeOptions:
 
     only_mask: bool = False
     bgcolor: Color | None = None
-    bg_image: Path | str | None = None  # a path; checked() makes it a Path
+    bg_image: Path | str | Image.Image | None = (
+        None  # a path (checked() makes it a Path) or an image
+    )
     premultiplied: bool = False
     keep_alpha: bool = False  # RGBA even over an opaque background, as rembg writes
     crop: bool = False
@@ -53,7 +58,9 @@ class ComposeOptions:
                 raise UsageError(f"bgcolor {bgcolor!r} {exc}") from None
         else:
             bgcolor = None
-        bg_image = Path(self.bg_image) if self.bg_image not in (None, "") else None
+        bg_image = self.bg_image
+        if isinstance(bg_image, str):
+            bg_image = Path(bg_image) if bg_image else None
         if not 0 <= self.crop_threshold <= 254:
             raise UsageError("crop threshold must be between 0 and 254")
         if self.crop_margin < 0:

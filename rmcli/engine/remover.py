@@ -11,7 +11,7 @@ from rmcli.contracts.clock import Clock, untimed
 from rmcli.engine.families import custom_model
 from rmcli.engine.precision import check_precision
 from rmcli.engine.registry import get_backend, get_model
-from rmcli.engine.session import LoadedSession, get_session
+from rmcli.engine.session import SESSIONS, LoadedSession, build_session, session_key
 from rmcli.engine.stats import Recorder, SessionStats
 from rmcli.images.imaging import ImageSource, load_image
 
@@ -66,22 +66,25 @@ class Remover:
         self.backend = get_backend(settings["backend"], settings.source("backend"))
         check_precision(self.backend, settings)  # before any work, whatever the executor
         self._recorder = Recorder(self.model.name, self.backend.name)
-        self._session: LoadedSession | None = None
+        self.session_key = session_key(self.model, self.backend, settings, cores)
         self._layout: ThreadLayout | None = None
 
     @property
     def session(self) -> LoadedSession:
-        """The (process-wide cached) ONNX Runtime session this remover runs on."""
-        if self._session is None:  # settings never change: look it up once, not per image
-            self._session = get_session(self.model, self.backend, self.settings, self.cores)
-        return self._session
+        """The ONNX Runtime session this remover runs on, from the process's session cache
+        (built on first use; built again if the cache dropped it)."""
+        return SESSIONS.get(
+            self.session_key,
+            lambda: build_session(self.model, self.backend, self.settings, self.cores),
+        )
 
     @property
     def layout(self) -> ThreadLayout:
         """The thread layout: the session's once it exists, else resolved (once) without
         building it (what a remote executor's workers would start from)."""
-        if self._session is not None:
-            return self._session.layout
+        built = SESSIONS.peek(self.session_key)
+        if built is not None:
+            return built.layout
         if self._layout is None:
             from rmcli.engine.layout import resolve_layout
 

@@ -8,7 +8,6 @@ order while counting them. :func:`process` is the work of one input.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import threading
@@ -29,9 +28,9 @@ from rmcli.engine.layout import pin_calling_thread
 from rmcli.engine.registry import get_executor
 from rmcli.engine.stats import BatchStats
 from rmcli.errors import InputError, RmcliError, UsageError
-from rmcli.images import naming
-from rmcli.images.compose import check_options, compose
-from rmcli.images.imaging import encodable, encode, load_image, write_image
+from rmcli.images import naming, stages
+from rmcli.images.compose import check_options
+from rmcli.images.imaging import write_image
 from rmcli.images.inputs import plan_jobs, without_existing
 from rmcli.images.naming import STDIO
 from rmcli.video import clip as video
@@ -55,7 +54,7 @@ def process(
 ) -> None:
     """Read, cut out and write one job; an unusable input raises :class:`InputError`.
 
-    ``clock(stage)`` wraps each stage: decode, preprocess, inference, postprocess, encode.
+    The stages are :mod:`rmcli.images.stages`; ``clock(stage)`` wraps each of them.
     Once ``stop.aborted`` is set (a :class:`Stop` after a second Ctrl-C), the next stage (or
     the final rename) raises :class:`Aborted`.
     A clip (video, animated GIF/WebP) goes to :mod:`rmcli.video`, which stops mid-clip once
@@ -74,25 +73,17 @@ def process(
         raise InputError(f"{job.label}: {job.error}")
     if video.handle(remover, job, options, clock, stop):
         return
-    with clock("decode"):
-        source = sys.stdin.buffer.read() if job.source is None else job.source
-        image = load_image(source, job.label, remover.settings["max_pixels"], _note)
-    mask = remover.mask_of(image, clock)
-    with clock("postprocess"):
-        # the image is ours: the mask may become its alpha channel without a copy
-        notice = functools.partial(_labelled, job.label)
-        result = compose(image, mask, options.compose, options.fmt, True, notice)
-        del image, mask
-    too_large = encodable(result.size, options.fmt)
-    if too_large:
-        raise InputError(f"{job.label}: {too_large}")
+    source = sys.stdin.buffer.read() if job.source is None else job.source
+    image, mask = stages.decode_and_mask(remover, source, job.label, clock)
+    result = stages.compose_checked(image, mask, options.compose, options.fmt, job.label, clock)
+    del image, mask  # the cut-out may have reused the image's memory
     threads = options.threads or 1
+    if job.output is None:
+        data = stages.encoded(result, options.fmt, options.png_compression, threads, clock)
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     with clock("encode"):
-        if job.output is None:
-            data = encode(result, options.fmt, options.png_compression, threads)
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-            return
         try:
             write_image(result, job.output, options.fmt, options.png_compression, threads, check)
         except OSError as exc:
@@ -108,14 +99,6 @@ def _checked(clock: Clock, check: Callable[[], None]) -> Clock:
         return clock(name)
 
     return stage
-
-
-def _note(message: str) -> None:
-    log.info(f"note: {message}")
-
-
-def _labelled(label: str, message: str) -> None:
-    _note(f"{label}: {message}")
 
 
 def process_isolated(

@@ -1,10 +1,13 @@
-"""Building ONNX Runtime sessions (backend, layout, hooks) and caching them per process."""
+"""Building ONNX Runtime sessions (backend, layout, hooks) and the one cache that holds them."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,9 +60,7 @@ class LoadedSession:
         return self.session.run(None, {self.input_name: tensor})
 
 
-_cache: dict[tuple, LoadedSession] = {}
-_building: dict[tuple, threading.Lock] = {}
-_cache_lock = threading.Lock()
+SessionKey = tuple[Any, ...]
 
 
 def store_for(settings: Settings) -> WeightsStore:
@@ -67,35 +68,144 @@ def store_for(settings: Settings) -> WeightsStore:
     return WeightsStore(settings["models_dir"] or None, offline=settings.get("offline", False))
 
 
+def session_key(
+    model: Model, backend: Backend, settings: Settings, cores: int | None = None
+) -> SessionKey:
+    """What tells sessions apart: model, weights, backend, session settings, core count."""
+    return (model.name, model.weights, backend.name, settings.session_key(), cores)
+
+
+@dataclass
+class _Entry:
+    loaded: LoadedSession
+    last_used: float
+
+
+class SessionCache:
+    """Sessions by :func:`session_key`, each built once even when several threads ask for it
+    at the same moment (they wait for the one build; other keys build meanwhile).
+
+    Unbounded unless :meth:`bound` sets ``max_sessions`` (least recently used dropped first)
+    or ``ttl`` (sessions idle that long dropped by :meth:`evict_idle`). ``on_evict`` callbacks
+    get the model name of each session dropped. Runs in flight keep the session they hold.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_sessions: int | None = None
+        self.ttl: float | None = None
+        self.builds = 0
+        self.evictions = 0
+        self._clock = clock
+        self._entries: OrderedDict[SessionKey, _Entry] = OrderedDict()
+        self._building: dict[SessionKey, Future[LoadedSession]] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def bound(self, max_sessions: int | None = None, ttl: float | None = None) -> None:
+        """Hold at most ``max_sessions`` (None: any number), each idle at most ``ttl`` s."""
+        self.max_sessions, self.ttl = max_sessions, ttl
+        self._drop_over_bound()
+
+    def on_evict(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(model_name)`` for each session dropped; returns the unsubscriber."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    def has(self, key: SessionKey) -> bool:
+        """Whether the session of ``key`` is built (a :meth:`get` would build nothing)."""
+        return key in self._entries
+
+    def peek(self, key: SessionKey) -> LoadedSession | None:
+        """The session of ``key`` if built, without counting it as used."""
+        entry = self._entries.get(key)
+        return entry.loaded if entry is not None else None
+
+    def get(self, key: SessionKey, build: Callable[[], LoadedSession]) -> LoadedSession:
+        """The session of ``key``, built by ``build()`` if nobody has built it yet."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.last_used = self._clock()
+                self._entries.move_to_end(key)
+                return entry.loaded
+            pending = self._building.get(key)
+            builder = pending is None
+            if pending is None:
+                pending = self._building[key] = Future()
+        if not builder:
+            return pending.result()
+        try:
+            loaded = build()
+        except BaseException as exc:
+            with self._lock:
+                del self._building[key]
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: waiters get it, nobody is warned
+            raise
+        with self._lock:
+            self.builds += 1
+            self._entries[key] = _Entry(loaded, self._clock())
+            del self._building[key]
+        self._drop_over_bound()
+        pending.set_result(loaded)
+        return loaded
+
+    def drop(self, name: str) -> None:
+        """Forget every session of the model ``name``."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == name]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def evict_idle(self) -> int:
+        """Drop the sessions unused for ``ttl`` seconds; how many went."""
+        if self.ttl is None:
+            return 0
+        now = self._clock()
+        with self._lock:
+            stale = [k for k, e in self._entries.items() if now - e.last_used >= self.ttl]
+            for key in stale:
+                del self._entries[key]
+        self._evicted(stale, "idle")
+        return len(stale)
+
+    def _drop_over_bound(self) -> None:
+        gone = []
+        with self._lock:
+            while self.max_sessions is not None and len(self._entries) > self.max_sessions:
+                gone.append(self._entries.popitem(last=False)[0])
+        self._evicted(gone, "least recently used")
+
+    def _evicted(self, keys: list[SessionKey], why: str) -> None:
+        """Outside the lock: listeners may take their own locks, then call back here."""
+        self.evictions += len(keys)
+        for key in keys:
+            log.info("session %s evicted (%s)", key[0], why)
+            for listener in list(self._listeners):
+                listener(key[0])
+
+
+SESSIONS = SessionCache()
+"""The process's sessions: every front end (CLI, library, service, Dask workers) uses it."""
+
+
 def get_session(
     model: Model, backend: Backend, settings: Settings, cores: int | None = None
 ) -> LoadedSession:
-    """The process-wide session for this model, backend, session settings and core count.
-
-    Built once, even when several threads ask for it at the same moment; sessions of other
-    keys are built meanwhile without waiting.
-    """
-    key = (model.name, model.weights, backend.name, settings.session_key(), cores)
-    with _cache_lock:
-        loaded = _cache.get(key)
-        if loaded is not None:
-            return loaded
-        building = _building.setdefault(key, threading.Lock())
-    with building:
-        with _cache_lock:
-            loaded = _cache.get(key)
-        if loaded is None:
-            loaded = build_session(model, backend, settings, cores)
-            with _cache_lock:
-                _cache[key] = loaded
-                _building.pop(key, None)
-        return loaded
+    """The process-wide session for this model, backend, session settings and core count."""
+    key = session_key(model, backend, settings, cores)
+    return SESSIONS.get(key, lambda: build_session(model, backend, settings, cores))
 
 
 def clear_sessions() -> None:
     """Drop every cached session."""
-    with _cache_lock:
-        _cache.clear()
+    SESSIONS.clear()
 
 
 def build_session(

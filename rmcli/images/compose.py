@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def check_options(options: ComposeOptions) -> None:
     """Fail early (UsageError) on what would fail every image: background, pymatting."""
-    if options.bg_image is not None:
+    if isinstance(options.bg_image, Path):
         load_background(options.bg_image)
     if options.alpha_matting:
         from rmcli.images.matting import require_pymatting
@@ -70,7 +70,7 @@ def compose(
         result = result.crop(box)
     background = None
     if options.bg_image is not None:
-        background = cover(load_background(options.bg_image), result.size)
+        background = cover(background_image(options.bg_image), result.size)
     elif options.bgcolor is not None:
         background = Image.new("RGBA", result.size, options.bgcolor)
     if background is not None:
@@ -124,6 +124,15 @@ def cover(background: Image.Image, size: tuple[int, int]) -> Image.Image:
     left = (scaled.width - width) // 2
     top = (scaled.height - height) // 2
     return scaled.crop((left, top, left + width, top + height)).convert("RGBA")
+
+
+def background_image(given: Path | str | Image.Image) -> Image.Image:
+    """The background as an image: ``given`` itself, or the image at its path."""
+    from PIL import Image
+
+    if isinstance(given, Image.Image):
+        return given
+    return load_background(Path(given))
 
 
 @functools.lru_cache(maxsize=2)

@@ -12,11 +12,12 @@ import io
 import logging
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmcli.errors import InputError
+from rmcli.errors import InputError, TooLargeError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -50,13 +51,11 @@ def load_checked(
 
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     opened_here = False
-    try:
+    with _reasons(label):
         if isinstance(source, Image.Image):
             image = source
         elif isinstance(source, bytes | bytearray):
-            if not source:
-                raise InputError(f"{label}: empty input")
-            image = Image.open(io.BytesIO(source))
+            image = _open_bytes(source, label)
             opened_here = True
         elif isinstance(source, str | Path):
             _check_file(Path(source), label)
@@ -74,6 +73,36 @@ def load_checked(
         finally:
             if opened_here:
                 image.close()
+    if frames > 1 and notice is not None:
+        notice(f"{label}: has {frames} frames; only the first is used")
+    return _normalised(upright, label)
+
+
+def check_header(data: bytes, label: str, max_pixels: int) -> tuple[int, int]:
+    """The size of the image in ``data`` from its header alone (no pixel decoded), with the
+    checks :func:`load_checked` makes first: an :class:`InputError` for what is not a usable
+    image, a :class:`TooLargeError` for one over ``max_pixels`` or Pillow's bomb limit."""
+    with _reasons(label):
+        with _open_bytes(data, label) as image:
+            _check_header(image, label, max_pixels, True)
+            return image.size
+
+
+def _open_bytes(data: bytes | bytearray, label: str) -> Image.Image:
+    from PIL import Image
+
+    if not data:
+        raise InputError(f"{label}: empty input")
+    return Image.open(io.BytesIO(data))
+
+
+@contextmanager
+def _reasons(label: str) -> Iterator[None]:
+    """Every failure to open or decode ``label`` as one :class:`InputError` line."""
+    from PIL import Image
+
+    try:
+        yield
     except InputError:
         raise
     except FileNotFoundError:
@@ -82,16 +111,15 @@ def load_checked(
         raise InputError(f"{label}: permission denied") from None
     except Image.DecompressionBombError as exc:
         detail = str(exc).split(",")[0].replace("Image size", "size")
-        raise InputError(f"{label}: refused as a possible decompression bomb: {detail}") from None
+        raise TooLargeError(
+            f"{label}: refused as a possible decompression bomb: {detail}"
+        ) from None
     except Image.UnidentifiedImageError:
         raise InputError(f"{label}: not an image (or a format Pillow cannot read)") from None
     except MemoryError:
         raise InputError(f"{label}: not enough memory to decode it") from None
     except (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError) as exc:
         raise InputError(f"{label}: cannot decode image: {exc}") from None
-    if frames > 1 and notice is not None:
-        notice(f"{label}: has {frames} frames; only the first is used")
-    return _normalised(upright, label)
 
 
 # EXIF orientation -> the transposition that makes the image upright (as ImageOps does).
@@ -170,7 +198,7 @@ def _check_header(image: Image.Image, label: str, limit: int, from_setting: bool
         raise InputError(f"{label}: image has no pixels ({width}x{height})")
     if width * height > limit:
         where = "max_pixels (RMCLI_MAX_PIXELS)" if from_setting else "PIL.Image.MAX_IMAGE_PIXELS"
-        raise InputError(
+        raise TooLargeError(
             f"{label}: {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{limit:,} set by {where}"
         )

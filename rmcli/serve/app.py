@@ -29,8 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rmcli.config.settings import Settings
 from rmcli.contracts.output import ComposeOptions
 from rmcli.errors import RmcliError
-from rmcli.serve.engine import Engine, Job, ServeError, status_of
+from rmcli.serve.http_errors import ServeError, status_of
 from rmcli.serve.metrics import Metrics
+from rmcli.serve.service import ImageRequest, InferenceService
 
 log = logging.getLogger("rmcli.serve")
 access_log = logging.getLogger("rmcli.serve.access")
@@ -472,7 +473,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("internal error on %s", printable(request.url.path), exc_info=exc)
         return _json_error(500, f"internal error: {type(exc).__name__} (see the server log)")
 
-    async def _answer(request: Request, job: Job) -> Response:
+    async def _answer(request: Request, job: ImageRequest) -> Response:
         request.state.model = engine.label(job.model)
         deadline = request.state.arrived + settings["serve_deadline"]
         work = asyncio.ensure_future(engine.run(job, deadline))
@@ -598,7 +599,7 @@ def create_app(settings: Settings) -> FastAPI:
         data = await file.read()
         options = _rembg_options(settings, a, af, ab, ae, om, ppm, bgc or bgc_query)
         _check_matting(options, engine)
-        return await _answer(request, Job(data, model, options, label=_label(file)))
+        return await _answer(request, ImageRequest(data, model, options, label=_label(file)))
 
     @app.get(
         "/api/remove",
@@ -629,14 +630,14 @@ def create_app(settings: Settings) -> FastAPI:
 
         options = _rembg_options(settings, a, af, ab, ae, om, ppm, bgc)
         _check_matting(options, engine)
-        engine.model(model)  # an unknown model is refused before any fetch
+        engine.remover(model)  # an unknown model is refused before any fetch
         deadline = request.state.arrived + settings["serve_deadline"]
         data = await fetch(url, url_policy, deadline=deadline)  # no admission place meanwhile
         reason = admission.refusal()
         if reason is not None:
             raise ServeError(503, reason, settings["serve_retry_after"])
         with admission.held():
-            return await _answer(request, Job(data, model, options, label=url[:200]))
+            return await _answer(request, ImageRequest(data, model, options, label=url[:200]))
 
     @app.post(
         "/v1/remove",
@@ -688,7 +689,9 @@ def create_app(settings: Settings) -> FastAPI:
             post_process_mask=post_process_mask,
         )
         _check_matting(options, engine)
-        job = Job(data, model, options, fmt=format, background=back or None, label=_label(file))
+        job = ImageRequest(
+            data, model, options, fmt=format, background=back or None, label=_label(file)
+        )
         return await _answer(request, job)
 
     app.add_middleware(Gate, settings=settings, state=state, metrics=metrics, admission=admission)
@@ -705,21 +708,24 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _engine_for(settings: Settings) -> Engine:
-    """The engine for the ``executor`` setting: local slots, or Dask workers."""
-    executor = settings["executor"]
-    if executor == "dask":
-        from rmcli.serve.cluster import DaskEngine
+def _engine_for(settings: Settings) -> InferenceService:
+    """The inference service of the ``executor`` setting's executor (from the registry)."""
+    import importlib
 
-        return DaskEngine(settings)
-    if executor != "local":
-        from rmcli.errors import UsageError
+    from rmcli.engine.registry import get_executor
+    from rmcli.errors import UsageError
 
+    executor = get_executor(settings["executor"], settings.source("executor"))
+    if executor.serve_with:
+        module, _, name = executor.serve_with.partition(":")
+        service: type[InferenceService] = getattr(importlib.import_module(module), name)
+        return service(settings)
+    if not executor.in_process:
         raise UsageError(
-            f"rmcli serve runs inferences locally or on Dask; executor {executor!r} "
-            f"({settings.source('executor')}) is for batches: use --executor local or dask"
+            f"executor {executor.name!r} ({settings.source('executor')}) runs batches but "
+            "cannot serve: it names no inference service (serve_with)"
         )
-    return Engine(settings)
+    return InferenceService(settings)
 
 
 def _on_disk(settings: Settings, weights: Any) -> bool:
@@ -766,7 +772,7 @@ def _rembg_options(
     return options
 
 
-def _check_matting(options: ComposeOptions, engine: Engine) -> None:
+def _check_matting(options: ComposeOptions, engine: InferenceService) -> None:
     """Matting needs pymatting, and its kernels compiled (503 + Retry-After until then)."""
     if options.alpha_matting and not options.only_mask:
         from rmcli.images.matting import require_pymatting

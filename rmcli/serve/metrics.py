@@ -17,7 +17,7 @@ from prometheus_client import (
 disable_created_metrics()  # no *_created series: half the output, nothing anyone graphs
 
 if TYPE_CHECKING:
-    from rmcli.serve.engine import Engine
+    from rmcli.serve.service import InferenceService
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -25,7 +25,7 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 class Metrics:
     """Requests by endpoint, model and status; stage latencies; queue, slots, sessions, CPU."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: InferenceService) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, fds

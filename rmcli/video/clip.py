@@ -155,7 +155,7 @@ def process_clip(
 def _run(
     remover, clip, target, fmt, options, compose_options, smooth, clock, stop, store=None, box=None
 ) -> None:
-    from rmcli.images.compose import compose
+    from rmcli.images.stages import compose_checked
 
     compose_fmt = "jpg" if fmt in ("mp4", "jpg") else "png"  # no alpha: flatten like JPEG
     reader = ClipReader(clip)
@@ -171,10 +171,9 @@ def _run(
     def write(frame: Frame, mask: Image.Image) -> None:
         if smooth is not None:
             mask = smooth(mask)
-        with clock("postprocess"):
-            result = compose(frame.image, mask, compose_options, compose_fmt, in_place=True)
-            if box is not None:
-                result = result.crop(box)
+        result = compose_checked(frame.image, mask, compose_options, compose_fmt, clip.label, clock)
+        if box is not None:
+            result = result.crop(box)
         with clock("encode"):
             writer.add(result, frame.pts, frame.duration)
 

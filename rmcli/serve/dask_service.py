@@ -22,21 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from rmcli.errors import UsageError
 from rmcli.extras import pip_install
-from rmcli.serve.engine import (
-    Engine,
-    FairScheduler,
-    Job,
-    ServeError,
-    SessionPool,
-    concurrent_callers,
-    decode_and_mask,
-    finish,
+from rmcli.serve.http_errors import ServeError
+from rmcli.serve.scheduler import FairScheduler
+from rmcli.serve.service import (
+    ImageRequest,
+    InferenceService,
+    finish_request,
+    mask_request,
     warm,
 )
+from rmcli.serve.slots import concurrent_callers
 
 if TYPE_CHECKING:
     from rmcli.config.settings import Settings
-    from rmcli.contracts.model import Model
+    from rmcli.engine.remover import Remover
 
 log = logging.getLogger("rmcli.serve")
 
@@ -45,8 +44,8 @@ WATCH_PERIOD_S = 1.0
 SCATTER_BYTES = 1 << 20  # larger uploads travel to a worker directly, not inside the task
 
 
-class DaskEngine(Engine):
-    """:class:`Engine` whose inferences run on a Dask cluster (``dask_scheduler``, else a
+class DaskInferenceService(InferenceService):
+    """:class:`InferenceService` whose inferences run on a Dask cluster (``dask_scheduler``, else a
     local cluster of one single-threaded worker process per usable core)."""
 
     executor = "dask"
@@ -148,7 +147,7 @@ class DaskEngine(Engine):
             except Exception as exc:  # noqa: BLE001 - keep following; say what went wrong
                 log.warning("following the Dask workers: %s: %s", type(exc).__name__, exc)
 
-    async def cut_out(self, job: Job, model: Model, settings: Settings) -> bytes:
+    async def cut_out(self, job: ImageRequest, remover: Remover) -> bytes:
         """On a slot (already acquired): the job runs on a worker; the slot is released when
         its result (or failure) is back. A request that gives up cancels its task."""
         from concurrent.futures import CancelledError as TaskCancelled
@@ -156,6 +155,7 @@ class DaskEngine(Engine):
         from distributed.scheduler import KilledWorker
 
         started = time.perf_counter()
+        model, settings = remover.model, remover.settings
         key = f"rmcli-serve-{model.name}-{uuid.uuid4().hex}"
         try:
             payload: Any = job
@@ -197,7 +197,7 @@ class DaskEngine(Engine):
     async def _warm(self, workers: list[str]) -> None:
         if not workers or self.client is None:
             return
-        _, settings = self.model(None)
+        settings = self.remover(None).settings
         futures = [
             self.client.submit(
                 warm_worker, settings, workers=[address], allow_other_workers=False, pure=False
@@ -241,20 +241,8 @@ def _probe(address: str, source: str) -> None:
 
 # On the workers.
 
-_prepared: dict[tuple, tuple[Any, Any, Any]] = {}
-_prepared_lock = threading.Lock()
-_pool: SessionPool | None = None  # this worker's sessions, bounded as the front end's would be
-
-
-def _sessions(settings: Settings) -> SessionPool:
-    """This worker's session pool (``serve_max_sessions``, ``serve_session_ttl``), idle
-    sessions dropped."""
-    global _pool
-    with _prepared_lock:
-        if _pool is None:
-            _pool = SessionPool(settings["serve_max_sessions"], settings["serve_session_ttl"])
-    _pool.evict_idle()
-    return _pool
+_removers: dict[tuple, Remover] = {}
+_removers_lock = threading.Lock()
 
 
 def worker_settings(settings: Settings, threads: int) -> Settings:
@@ -265,35 +253,35 @@ def worker_settings(settings: Settings, threads: int) -> Settings:
     return concurrent_callers(settings, threads)
 
 
-def _prepare(settings: Settings) -> tuple[Any, Any, Any]:
-    """This worker's (model, backend, settings) for ``settings``, resolved once."""
+def _remover(settings: Settings) -> Remover:
+    """This worker's remover for ``settings`` (made once); its sessions live in the worker's
+    session cache, bounded as the front end's would be (``serve_max_sessions``,
+    ``serve_session_ttl``), idle ones dropped."""
+    from rmcli.engine.remover import Remover
+    from rmcli.engine.session import SESSIONS
+
     key = (settings["model"], settings["model_path"], settings["backend"], settings.session_key())
-    with _prepared_lock:
-        found = _prepared.get(key)
-    if found is None:
-        from distributed import get_worker
+    with _removers_lock:
+        found = _removers.get(key)
+        if found is None:
+            from distributed import get_worker
 
-        from rmcli.engine.registry import get_backend
-        from rmcli.engine.remover import model_for
-
-        local = worker_settings(settings, get_worker().state.nthreads)
-        found = (model_for(local), get_backend(local["backend"]), local)
-        with _prepared_lock:
-            _prepared[key] = found
+            local = worker_settings(settings, get_worker().state.nthreads)
+            found = _removers[key] = Remover(settings=local)
+            SESSIONS.bound(settings["serve_max_sessions"], settings["serve_session_ttl"])
+    SESSIONS.evict_idle()
     return found
 
 
-def run_job(settings: Settings, job: Job) -> tuple[bytes, dict[str, float]]:
+def run_job(settings: Settings, job: ImageRequest) -> tuple[bytes, dict[str, float]]:
     """On a worker: the job's encoded answer and the seconds of its stages."""
-    model, backend, local = _prepare(settings)
-    loaded = _sessions(settings).get(model, backend, local)
-    image, mask = decode_and_mask(job, model, loaded, local["max_pixels"])
-    return finish(job, image, mask, local["max_pixels"]), job.timings
+    remover = _remover(settings)
+    image, mask = mask_request(remover, job)
+    return finish_request(job, image, mask, remover.settings["max_pixels"]), job.timings
 
 
 def warm_worker(settings: Settings) -> int:
     """On a worker: build and run the session once; its intra-op threads."""
-    model, backend, local = _prepare(settings)
-    loaded = _sessions(settings).get(model, backend, local)
-    warm(model, loaded)
-    return loaded.layout.intra_threads or 0
+    remover = _remover(settings)
+    warm(remover)
+    return remover.layout.intra_threads or 0

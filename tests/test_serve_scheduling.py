@@ -1,19 +1,16 @@
-"""The serve engine's parts without HTTP: core budget, fair slots, the session pool's bounds."""
+"""The service's parts without HTTP: core budget, fair slots, memory budget."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.fast  # the plumbing tier: `pytest -m fast`, seconds
 
-from rmcli.serve.engine import FairScheduler, SessionPool, SlotBudget  # noqa: E402
+from rmcli.serve.scheduler import FairScheduler  # noqa: E402
+from rmcli.serve.slots import SlotBudget  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -193,67 +190,8 @@ def test_slots_sharing_one_openvino_session_get_a_stream_each(tmp_path):
     assert SlotBudget.split(4, 1).slot_settings(settings)["openvino_streams"] == 1
 
 
-def _fake(name: str):
-    model = SimpleNamespace(name=name, weights=name + ".onnx")
-    settings = SimpleNamespace(session_key=lambda: (("intra_threads", 1),))
-    return model, SimpleNamespace(name="cpu-pinned"), settings
-
-
-def test_simultaneous_first_requests_build_one_session():
-    built: list[str] = []
-
-    def slow_build(model, backend, settings):  # stands in for ONNX Runtime's session build
-        built.append(model.name)
-        time.sleep(0.2)
-        return f"session of {model.name}"
-
-    pool = SessionPool(4, 600, build=slow_build)
-    barrier = threading.Barrier(8)
-
-    def first(_):
-        barrier.wait()
-        return pool.get(*_fake("u2netp"))
-
-    with ThreadPoolExecutor(8) as threads:
-        assert set(threads.map(first, range(8))) == {"session of u2netp"}
-    assert built == ["u2netp"] and pool.builds == 1
-
-
-def test_a_failed_build_is_retried_by_the_next_request():
-    attempts = []
-
-    def flaky(model, backend, settings):
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise RuntimeError("weights not there yet")
-        return "session"
-
-    pool = SessionPool(4, 600, build=flaky)
-    with pytest.raises(RuntimeError):
-        pool.get(*_fake("m"))
-    assert pool.get(*_fake("m")) == "session"
-
-
-def test_sessions_are_evicted_least_recently_used_first_and_when_idle():
-    now = [0.0]
-    pool = SessionPool(2, 60, build=lambda m, b, s: f"s-{m.name}", clock=lambda: now[0])
-    pool.get(*_fake("a"))
-    pool.get(*_fake("b"))
-    pool.get(*_fake("a"))  # a is now the most recently used
-    pool.get(*_fake("c"))  # over the bound: b goes
-    assert len(pool) == 2 and pool.builds == 3
-    pool.get(*_fake("a"))
-    assert pool.builds == 3  # a was kept
-    pool.get(*_fake("b"))
-    assert pool.builds == 4  # b had been evicted
-    now[0] = 59.0
-    assert pool.evict_idle() == 0
-    now[0] = 61.0
-    assert pool.evict_idle() == 2 and len(pool) == 0
-
-
 def _budget(total: int, **costs: tuple[int, int]):
-    from rmcli.serve.engine import MemoryBudget, ModelCost
+    from rmcli.serve.memory_budget import MemoryBudget, ModelCost
 
     dropped: list[str] = []
     budget = MemoryBudget(total, "test", dropped.append)

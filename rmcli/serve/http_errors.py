@@ -1,0 +1,35 @@
+"""The service's expected failures: :class:`ServeError` (a status and one line) and the
+status every other :class:`rmcli.RmcliError` is answered with."""
+
+from __future__ import annotations
+
+from rmcli.errors import InputError, RmcliError, TooLargeError, UsageError
+
+
+class ServeError(RmcliError):
+    """An expected failure answered with ``status`` and a one-line reason."""
+
+    def __init__(
+        self, status: int, reason: str, retry_after: int | None = None, tag: str = ""
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.retry_after = retry_after
+        self.tag = tag  # for metrics: why a 503 was given (queue_full, deadline)
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and one-line reason for an expected failure."""
+    from rmcli.errors import BackendError, ModelError
+
+    if isinstance(exc, ServeError):
+        return exc.status, str(exc)
+    if isinstance(exc, TooLargeError):
+        return 422, str(exc)
+    if isinstance(exc, InputError):
+        return 400, str(exc)
+    if isinstance(exc, UsageError):
+        return 400, str(exc)
+    if isinstance(exc, ModelError | BackendError):
+        return 503, str(exc)
+    return 400, str(exc)
