@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, ROOT, rmcli
+from helpers import EXAMPLES, ROOT
+from helpers import rmcli_here as rmcli
 
 from rmcli.atomic import temporary_pattern
 from rmcli.config.settings import SETTINGS, Layer, Setting, flag_help, resolve

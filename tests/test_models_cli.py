@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from helpers import EXAMPLES, alpha_of, rmcli
+from helpers import EXAMPLES, alpha_of
+from helpers import rmcli_here as rmcli
 from PIL import Image
 
 from rmcli import Remover

@@ -6,7 +6,8 @@ import io
 import shutil
 
 import numpy as np
-from helpers import CAR, EXAMPLES, GIRL, rmcli
+from helpers import CAR, EXAMPLES, GIRL
+from helpers import rmcli_here as rmcli
 from PIL import Image
 
 from rmcli.images.imaging import encode

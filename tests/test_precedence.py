@@ -8,7 +8,8 @@ import itertools
 import shutil
 
 import pytest
-from helpers import EXAMPLES, rmcli
+from helpers import EXAMPLES
+from helpers import rmcli_here as rmcli
 from PIL import Image
 
 from rmcli.cli.remove import format_from_output

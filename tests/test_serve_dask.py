@@ -127,7 +127,7 @@ def test_slots_follow_workers_joining_and_leaving(u2netp_path, tmp_path):
 
 def test_serve_refuses_a_batch_executor_or_an_unreachable_scheduler_in_one_line():
     for args, expected in (
-        (("--executor", "nosuch"), "is for batches"),
+        (("--executor", "nosuch"), "unknown executor 'nosuch'"),
         (("--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"), "cannot reach"),
     ):
         done = rmcli("serve", "--port", "0", *args)

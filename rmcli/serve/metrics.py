@@ -14,6 +14,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from rmcli.engine.session import SESSIONS
+
 disable_created_metrics()  # no *_created series: half the output, nothing anyone graphs
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ class Metrics:
         )
         gauge.set_function(lambda: engine.intra_threads)
         gauge = Gauge("rmcli_serve_sessions", "ONNX Runtime sessions loaded.", registry=registry)
-        gauge.set_function(lambda: len(engine.sessions))
+        gauge.set_function(lambda: len(SESSIONS))
         self.session_builds = Counter(
             "rmcli_serve_session_builds",
             "ONNX Runtime sessions built (a second build of one model means it was evicted).",
@@ -121,11 +123,11 @@ class Metrics:
         gauge.set_function(lambda: engine.memory.total)
         engine.observe_with(lambda stage, seconds: self.stages.labels(stage).observe(seconds))
         self._engine = engine
-        self._builds_seen = 0
+        self._builds_seen = SESSIONS.builds  # builds of this process before this app
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
-        builds = self._engine.sessions.builds
+        builds = SESSIONS.builds
         if builds > self._builds_seen:
             self.session_builds.inc(builds - self._builds_seen)
             self._builds_seen = builds
