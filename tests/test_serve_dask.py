@@ -1,19 +1,36 @@
 """rmcli serve --executor dask: a real front end (uvicorn subprocess) and a real Dask cluster
-(scheduler and worker processes on loopback), real u2netp."""
+(scheduler and worker processes on loopback), real u2netp; with the heavy tier's ISNet, each
+worker's memory budget, routing to warm workers and failover when a worker dies."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import re
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import CAR, alpha_of, rmcli
+from conftest import CAR, ROOT, alpha_of, rmcli
 from PIL import Image
 from serving import car_bytes, post_at_once, start_server, wait_for
 
 distributed = pytest.importorskip("distributed")
-from worker_sessions import CountSessions, session_threads  # noqa: E402 (needs distributed)
+from worker_sessions import (  # noqa: E402 (needs distributed)
+    CountSessions,
+    session_models,
+    session_threads,
+)
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from heavy_model import FP32, cache_dir  # noqa: E402
+
+MIB = 1 << 20
+HEAVY = "isnet-heavy"
 
 pytest.importorskip("fastapi")
 
@@ -134,3 +151,147 @@ def test_serve_refuses_a_batch_executor_or_an_unreachable_scheduler_in_one_line(
         stderr = done.stderr.decode()
         assert done.returncode == 2, stderr
         assert stderr.strip().count("\n") == 0 and expected in stderr, stderr
+
+
+# --- several models on two workers: each worker's memory budget, routing, failover ----------
+
+
+@pytest.fixture
+def heavy_config(tmp_path, monkeypatch):
+    """``tmp_path/config.toml`` registering the heavy tier's fp32 ISNet as ``isnet-heavy``, for
+    the server and (through ``RMCLI_CONFIG``) the worker processes a cluster starts after."""
+    isnet = cache_dir() / FP32
+    if not isnet.is_file():
+        pytest.skip(f"no heavy ISNet in {cache_dir()} (python benchmarks/heavy_model.py)")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[models.{HEAVY}]\nfamily = "isnet"\npath = "{isnet}"\n')
+    monkeypatch.setenv("RMCLI_CONFIG", str(config))
+    return config
+
+
+def serve_models(tmp_path, cluster, *args: str):
+    return start_server(
+        tmp_path,
+        "--executor", "dask", "--scheduler", cluster.scheduler_address,
+        "--model", "u2netp", "--models", f"u2netp,{HEAVY}", *args,
+    )  # fmt: skip
+
+
+def post_model(server, model: str):
+    with server.client() as http:
+        files = {"file": ("car.jpg", car_bytes())}
+        return http.post("/api/remove", files=files, data={"model": model}, timeout=300)
+
+
+def post_models_at_once(server, models: list[str]) -> list:
+    barrier = threading.Barrier(len(models))
+
+    def send(model):
+        barrier.wait()
+        return post_model(server, model)
+
+    with ThreadPoolExecutor(len(models)) as pool:
+        return list(pool.map(send, models))
+
+
+def assert_cut_out(answer) -> None:
+    assert answer.status_code == 200, answer.text
+    alpha = alpha_of(Image.open(io.BytesIO(answer.content)))
+    assert alpha.shape == (360, 480) and 10 < alpha.mean() < 245  # a real cut-out
+
+
+def warm_on(server, model: str) -> set[str]:
+    """The workers the server's log last reported holding ``model`` warm."""
+    found: dict[str, str] = {}
+    for worker, held in re.findall(r"Dask worker (\S+) holds warm: (.*);", server.log_text()):
+        found[worker] = held
+    return {worker for worker, held in found.items() if re.search(rf"\b{model} \(", held)}
+
+
+def running_on(client, prefix: str) -> str | None:
+    """The worker running (or assigned) a task whose key starts with ``prefix``."""
+    for worker, keys in client.processing().items():
+        if any(str(key).startswith(prefix) for key in keys):
+            return worker
+    return None
+
+
+@pytest.mark.heavy
+def test_heavy_requests_go_to_the_worker_that_holds_the_model_warm(
+    u2netp_path, heavy_config, tmp_path
+):
+    with local_cluster(2, 1) as cluster, distributed.Client(cluster) as client:
+        client.register_plugin(CountSessions())
+        server = serve_models(tmp_path, cluster)
+        try:
+            assert_cut_out(post_model(server, HEAVY))  # cold: built on one worker
+            wait_for(lambda: warm_on(server, HEAVY), what="the worker's report")
+            (holder,) = warm_on(server, HEAVY)
+            assert warm_on(server, "u2netp") == set(client.nthreads())  # warmed up at start
+
+            for _ in range(2):  # both workers busy at once: each model on its warm worker
+                for answer in post_models_at_once(server, [HEAVY, "u2netp"]):
+                    assert_cut_out(answer)
+
+            built = client.run(session_models)
+            assert {w: models.count(HEAVY) for w, models in built.items()} == {
+                w: int(w == holder) for w in client.nthreads()
+            }
+            assert all(models.count("u2netp") == 1 for models in built.values())
+        finally:
+            assert server.stop() == 0, server.log_text()
+
+
+@pytest.mark.heavy
+def test_a_model_larger_than_the_worker_budget_gets_503_while_others_are_served(
+    u2netp_path, heavy_config, tmp_path
+):
+    with local_cluster(2, 1) as cluster, distributed.Client(cluster) as client:
+        client.register_plugin(CountSessions())
+        server = serve_models(tmp_path, cluster, "--memory-budget", str(700 * MIB))
+        try:
+            for _ in range(2):  # the first asks both workers; the second neither
+                reason = one_line_error(post_model(server, HEAVY), 503)
+                assert f"model {HEAVY} needs about" in reason
+                assert "more than the memory budget of 700 MiB (serve_memory_budget" in reason
+                assert_cut_out(post_model(server, "u2netp"))
+            log = server.log_text()
+            assert all(f"Dask worker {w}: model {HEAVY} needs" in log for w in client.nthreads())
+            assert server.metric("rmcli_serve_rejected_total", reason="memory") == 2
+            built = client.run(session_models)
+            assert all(models == ["u2netp"] for models in built.values())  # ISNet never built
+        finally:
+            assert server.stop() == 0, server.log_text()
+
+
+@pytest.mark.heavy
+def test_a_worker_killed_mid_request_fails_over_and_the_survivor_serves(
+    u2netp_path, heavy_config, tmp_path
+):
+    with local_cluster(2, 1) as cluster, distributed.Client(cluster) as client:
+        server = serve_models(tmp_path, cluster, "--deadline", "300")
+        try:
+            pids = client.run(os.getpid)
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(post_model, server, HEAVY)
+
+                prefix = f"rmcli-serve-{HEAVY}-"  # the service's task keys
+                wait_for(lambda: running_on(client, prefix), timeout=120, what="the job running")
+                victim = running_on(client, prefix)
+                assert victim, "the job ended before its worker could be killed"
+
+                async def kill(pid):  # async: client.run can fire it without an answer
+                    os.kill(pid, signal.SIGKILL)
+
+                client.run(kill, pids[victim], workers=[victim], wait=False)
+                answer = pending.result(timeout=360)
+            assert pids[victim] not in client.run(os.getpid).values()  # it really died
+            if answer.status_code == 200:  # Dask ran it again on the other worker
+                assert_cut_out(answer)
+            else:
+                assert "the Dask worker running it died" in one_line_error(answer, 503)
+                assert answer.headers["Retry-After"]
+            for model in (HEAVY, "u2netp"):
+                assert_cut_out(post_model(server, model))
+        finally:
+            assert server.stop() == 0, server.log_text()

@@ -17,6 +17,10 @@ class ServeError(RmcliError):
         self.retry_after = retry_after
         self.tag = tag  # for metrics: why a 503 was given (queue_full, deadline)
 
+    def __reduce__(self) -> tuple:
+        """Pickled whole: a Dask worker's refusal reaches the front end as the same error."""
+        return type(self), (self.status, str(self), self.retry_after, self.tag)
+
 
 def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and one-line reason for an expected failure."""
