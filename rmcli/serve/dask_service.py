@@ -286,7 +286,7 @@ class DaskInferenceService(InferenceService):
 
     async def warm_up(self) -> float:
         """Build and run the default model's session on every worker connected now (workers
-        that join later warm up on their first job)."""
+        that join later are warmed up as they join)."""
         started = time.perf_counter()
         self._warmed = True
         await self._warm(list(self.workers))
@@ -295,14 +295,22 @@ class DaskInferenceService(InferenceService):
     async def _warm(self, workers: list[str]) -> None:
         if not workers or self.client is None:
             return
+        from concurrent.futures import CancelledError as TaskCancelled
+
+        from distributed.scheduler import KilledWorker
+
         settings = self.remover(None).settings
-        futures = [
+        futures = [  # loose: a worker that dies meanwhile leaves no task waiting for it
             self.client.submit(
-                warm_worker, settings, workers=[address], allow_other_workers=False, pure=False
+                warm_worker, settings, workers=[address], allow_other_workers=True, pure=False
             )
             for address in workers
         ]
-        answers = await self.client.gather(futures)
+        try:
+            answers = await self.client.gather(futures)
+        except (KilledWorker, TaskCancelled, OSError) as exc:  # requests will say why
+            log.warning("warm-up on the Dask workers: %s: %s", type(exc).__name__, exc)
+            return
         for _, state in answers:
             self._learn(state)
         threads = [t for t in (*(t for t, _ in answers), self.intra_threads) if t]
