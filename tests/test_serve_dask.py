@@ -20,6 +20,7 @@ from PIL import Image
 from serving import car_bytes, post_at_once, start_server, wait_for
 
 distributed = pytest.importorskip("distributed")
+import dask  # noqa: E402 (installed with distributed)
 from worker_sessions import (  # noqa: E402 (needs distributed)
     CountSessions,
     session_models,
@@ -265,10 +266,17 @@ def test_a_model_larger_than_the_worker_budget_gets_503_while_others_are_served(
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("allowed_failures", [3, 0], ids=["rescheduled", "given-up"])
 def test_a_worker_killed_mid_request_fails_over_and_the_survivor_serves(
-    u2netp_path, heavy_config, tmp_path
+    u2netp_path, heavy_config, tmp_path, allowed_failures
 ):
-    with local_cluster(2, 1) as cluster, distributed.Client(cluster) as client:
+    """Dask runs a job again when its worker dies (200), up to the scheduler's
+    allowed-failures (Dask's default 3); past them, 503 + Retry-After with the reason."""
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
+        local_cluster(2, 1) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         server = serve_models(tmp_path, cluster, "--deadline", "300")
         try:
             pids = client.run(os.getpid)
@@ -286,11 +294,12 @@ def test_a_worker_killed_mid_request_fails_over_and_the_survivor_serves(
                 client.run(kill, pids[victim], workers=[victim], wait=False)
                 answer = pending.result(timeout=360)
             assert pids[victim] not in client.run(os.getpid).values()  # it really died
-            if answer.status_code == 200:  # Dask ran it again on the other worker
+            if allowed_failures:  # Dask ran it again on the other worker
                 assert_cut_out(answer)
             else:
-                assert "the Dask worker running it died" in one_line_error(answer, 503)
-                assert answer.headers["Retry-After"]
+                reason = one_line_error(answer, 503)
+                assert reason.startswith("car.jpg: the Dask worker running it died"), reason
+                assert answer.headers["Retry-After"] == "1"
             for model in (HEAVY, "u2netp"):
                 assert_cut_out(post_model(server, model))
         finally:

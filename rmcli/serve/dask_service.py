@@ -219,13 +219,11 @@ class DaskInferenceService(InferenceService):
             job.timings.update(timings)
             return body
         except KilledWorker:
-            from dask.config import get as dask_config
-
-            tries = int(dask_config("distributed.scheduler.allowed-failures")) + 1
             raise ServeError(
                 503,
-                f"{job.label}: the Dask worker running it died, {tries} times on different "
-                f"workers (Dask's allowed-failures); retry after {retry} s",
+                f"{job.label}: the Dask worker running it died, and Dask gave up running it "
+                f"again (the scheduler's distributed.scheduler.allowed-failures); retry after "
+                f"{retry} s",
                 retry,
                 tag="unavailable",
             ) from None
