@@ -73,6 +73,7 @@ class Run:
     loads: dict[str, Load]
     wall: float = 0.0
     peak_rss_mb: float = 0.0
+    evictions: dict[str, int] = field(default_factory=dict)  # rmcli: sessions evicted, by model
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -182,7 +183,10 @@ def serve(name: str, cmd: list[str], env: dict, ready: str, requests: dict) -> t
             connection.request("GET", ready)
             budget = json.loads(connection.getresponse().read()).get("memory_budget")
             print(f"{name}: memory_budget {budget}", file=sys.stderr, flush=True)
-        return run_mixed(name, port, process.pid, requests), ""
+        run = run_mixed(name, port, process.pid, requests)
+        if ready == "/readyz":
+            run.evictions = evictions(port)
+        return run, ""
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -195,6 +199,19 @@ def serve(name: str, cmd: list[str], env: dict, ready: str, requests: dict) -> t
         tail = log.read().decode(errors="replace").splitlines()[-5:]
         if process.returncode not in (0, -signal.SIGTERM):
             print(f"{name} exited {process.returncode}:\n" + "\n".join(tail), file=sys.stderr)
+
+
+def evictions(port: int) -> dict[str, int]:
+    """Sessions rmcli serve evicted to keep within its memory budget, by model (/metrics)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("rmcli_serve_model_evictions{"):
+            labels, _, value = line.rpartition(" ")
+            found[labels.split('model="')[1].split('"')[0]] = int(float(value))
+    return found
 
 
 def rembg_run(venv: Path, heavy: Path) -> Run:
@@ -230,8 +247,8 @@ def rmcli_run(heavy: Path, extra: list[str]) -> Run:
 def table(runs: list[Run]) -> str:
     lines = [
         "| server | u2netp: statuses, req/s, p50, p99 | ISNet: statuses, req/s, p50, p99 "
-        "| peak RSS (process tree) | wall |",
-        "|---|---|---|---|---|",
+        "| peak RSS (process tree) | wall | sessions evicted |",
+        "|---|---|---|---|---|---|",
     ]
     for run in runs:
         cells = []
@@ -241,9 +258,10 @@ def table(runs: list[Run]) -> str:
                 f"{statuses}, {len(load.latencies) / run.wall:.2f}, {load.quantile(0.5):.1f} s, "
                 f"{load.quantile(0.99):.1f} s"
             )
+        evicted = ", ".join(f"{m} {n}" for m, n in sorted(run.evictions.items())) or "-"
         lines.append(
             f"| {run.name} | {cells[0]} | {cells[1]} | {run.peak_rss_mb / 1024:.2f} GB "
-            f"| {run.wall:.0f} s |"
+            f"| {run.wall:.0f} s | {evicted} |"
         )
     return "\n".join(lines)
 

@@ -230,3 +230,67 @@ def test_a_model_over_the_budget_is_refused_with_its_need_and_the_budget():
         "1,200 MiB), more than the memory budget of 500 MiB (serve_memory_budget, test)"
     )
     assert budget.too_large("unknown") is None  # nothing known: 0 bytes
+
+
+def test_a_heavy_request_takes_several_slots_and_is_not_starved_by_narrow_ones():
+    """With serve_heavy_slots 2 of 2 slots, a heavy request runs alone on both slots' threads;
+    light requests arriving behind it wait for it instead of taking each freed slot."""
+    width = {"heavy": 2, "light": 1}
+
+    async def scenario() -> tuple[list[str], list[int]]:
+        scheduler = FairScheduler(2, lambda key: 1.0, width=width.__getitem__)
+        order: list[str] = []
+        busy: list[int] = []
+        await scheduler.acquire("light")  # one slot busy, one free
+
+        async def request(model: str) -> None:
+            await scheduler.acquire(model)
+            order.append(model)
+            busy.append(scheduler.busy)
+            await asyncio.sleep(0.01)
+            scheduler.release(model)
+
+        heavy = asyncio.create_task(request("heavy"))
+        await asyncio.sleep(0)
+        assert order == [] and scheduler.free == 1  # the free slot waits for the heavy one
+        lights = [asyncio.create_task(request("light")) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert order == []  # nor does a later light request take it
+        scheduler.release("light")
+        await asyncio.gather(heavy, *lights)
+        assert scheduler.free == 2 and scheduler.running == {"heavy": 0, "light": 0}
+        return order, busy
+
+    order, busy = asyncio.run(scenario())
+    assert order[0] == "heavy" and busy[0] == 2  # both slots, alone
+    assert sorted(order[1:]) == ["light"] * 3
+
+
+def test_a_heavy_models_session_gets_the_threads_of_its_slots(monkeypatch):
+    from rmcli.config.settings import resolve
+    from rmcli.serve import service as service_module
+    from rmcli.serve.service import InferenceService
+
+    monkeypatch.setattr(service_module, "usable_cpu_count", lambda: 4)  # the machine: 4 cores
+
+    def threads(model_path: str, family: str, heavy_slots: int) -> int:
+        settings = resolve(
+            {
+                "serve_slots": (2, "test"),
+                "serve_heavy_slots": (heavy_slots, "test"),
+                "model_path": (model_path, "test"),
+                "model_family": (family, "test"),
+            }
+        )
+        service = InferenceService(settings)
+        try:
+            remover = service.remover(None)
+            return remover.settings["intra_threads"], service.width(remover.model.name)
+        finally:
+            service.infer_pool.shutdown()
+            service.codec_pool.shutdown()
+
+    # two slots of two threads (SlotBudget.split(4, 2))
+    assert threads("isnet.onnx", "isnet", 1) == (2, 1)
+    assert threads("isnet.onnx", "isnet", 2) == (4, 2)  # 1024x1024: both slots' threads
+    assert threads("u2netp.onnx", "u2net", 2) == (2, 1)  # 320x320: one slot

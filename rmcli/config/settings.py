@@ -258,6 +258,18 @@ SERVE_SETTINGS: list[Setting] = [
         flag="--slots",
     ),
     _setting(
+        "serve_heavy_slots",
+        _parse_int,
+        1,
+        "Slots one request of a heavy model (input of 1024x1024 pixels or more) takes at "
+        "once; its session gets their intra-op threads (1: one slot, as any model).",
+        minimum=1,
+        maximum=1024,
+        command="serve",
+        panel="Service",
+        flag="--heavy-slots",
+    ),
+    _setting(
         "serve_queue",
         _parse_int,
         32,

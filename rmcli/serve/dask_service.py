@@ -88,7 +88,7 @@ class DaskInferenceService(InferenceService):
         where = self.address or "a local cluster"
         return f"inferences on the Dask workers of {where}, one slot per worker thread"
 
-    def session_settings(self, settings: Settings) -> Settings:
+    def session_settings(self, settings: Settings, width: int = 1) -> Settings:
         return settings  # each worker sizes its sessions for its own threads (worker_settings)
 
     def unavailable(self) -> str | None:

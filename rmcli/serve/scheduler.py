@@ -18,8 +18,11 @@ class FairScheduler:
     memory budget) may hold a model back: one with work in flight is skipped (its concurrency
     is capped by what fits), one with none blocks the others until memory frees, so it is
     never starved by lighter ones. Cancelling a waiter takes it out of its queue; a slot
-    granted to a waiter cancelled at that moment is passed on. Event-loop only (not
-    thread-safe); release from threads through ``call_soon_threadsafe``.
+    granted to a waiter cancelled at that moment is passed on. ``width(key)``: the slots one
+    request of ``key`` takes at once (a heavy model's wider layout); when the model whose turn
+    it is needs more slots than are free, the free ones wait for it, so it is not starved by
+    narrower requests. Event-loop only (not thread-safe); release from threads through
+    ``call_soon_threadsafe``.
     """
 
     def __init__(
@@ -27,6 +30,7 @@ class FairScheduler:
         slots: int,
         cost: Callable[[str], float] = lambda key: 1.0,
         admit: Callable[[str], bool] = lambda key: True,
+        width: Callable[[str], int] = lambda key: 1,
     ) -> None:
         self.slots = slots
         self.free = slots
@@ -34,6 +38,7 @@ class FairScheduler:
         self.running: dict[str, int] = {}  # slots held, per model
         self._cost = cost
         self._admit = admit
+        self._width = width
         self._queues: dict[str, deque[asyncio.Future[None]]] = {}
         self._virtual: dict[str, float] = {}
         self._clock = 0.0  # the virtual start of the last grant
@@ -93,11 +98,16 @@ class FairScheduler:
         self._dispatch()
 
     def release(self, key: str = "") -> None:
-        """A slot of ``key`` is free again."""
+        """The slots of one request of ``key`` are free again."""
+        width = self.width(key)
         if key in self.running:
-            self.running[key] -= 1
-        self.free += 1
+            self.running[key] -= width
+        self.free += width
         self._dispatch()
+
+    def width(self, key: str) -> int:
+        """Slots one request of ``key`` takes (at most all of them)."""
+        return max(1, min(self._width(key), self.slots)) if key else 1
 
     def _dispatch(self) -> None:
         """Grant free slots to the waiting models, lowest virtual clock first."""
@@ -111,6 +121,9 @@ class FairScheduler:
                     return  # it waits for memory that only finishing work frees: all wait
             if chosen is None:
                 return
+            width = self.width(chosen)
+            if self.free < width:
+                return  # the free slots wait for more to free: the wide request is next
             queue = self._queues[chosen]
             future = queue.popleft()
             self.waiting -= 1
@@ -118,8 +131,8 @@ class FairScheduler:
                 del self._queues[chosen]
             self._clock = self._virtual[chosen]
             self._virtual[chosen] += self._cost(chosen)
-            self.free -= 1
-            self.running[chosen] = self.running.get(chosen, 0) + 1
+            self.free -= width
+            self.running[chosen] = self.running.get(chosen, 0) + width
             future.set_result(None)
 
     def _live(self) -> list[str]:

@@ -44,6 +44,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("rmcli.serve")
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
+HEAVY_INPUT_PIXELS = 1024 * 1024  # models with inputs this large may take several slots
+
+
+def heavy_width(model: Model, settings: Settings) -> int:
+    """Slots one request of ``model`` takes: ``serve_heavy_slots`` if its input has
+    ``HEAVY_INPUT_PIXELS`` or more, else one."""
+    width, height = getattr(model, "input_size", (0, 0))
+    return settings["serve_heavy_slots"] if width * height >= HEAVY_INPUT_PIXELS else 1
 
 
 @dataclass
@@ -136,7 +144,9 @@ class InferenceService:
         self.memory = MemoryBudget(
             total, source, self._drop, arena=bool(settings.get("cpu_mem_arena", True))
         )
-        self.scheduler = FairScheduler(self.budget.slots, self._core_seconds, self.memory.reserve)
+        self.scheduler = FairScheduler(
+            self.budget.slots, self._core_seconds, self.memory.reserve, self.width
+        )
         allowed = [m.strip() for m in settings["serve_models"].split(",") if m.strip()]
         self.listed_models = allowed
         self.allowed_models = set(allowed) | {self.default_model.name} if allowed else None
@@ -161,8 +171,18 @@ class InferenceService:
         return cost.seconds if cost is not None and cost.seconds else self.held_seconds
 
     def _core_seconds(self, name: str) -> float:
-        """What one request of ``name`` costs the fair schedule (1.0 before any measurement)."""
-        return self.seconds(name) or 1.0
+        """What one request of ``name`` costs the fair schedule: the seconds it holds its
+        slots times their number (1.0 before any measurement)."""
+        return (self.seconds(name) or 1.0) * self.scheduler.width(name)
+
+    def _slot_seconds(self, name: str) -> float:
+        return self.seconds(name) * self.scheduler.width(name)
+
+    def width(self, name: str) -> int:
+        """Slots one request of ``name`` takes: ``serve_heavy_slots`` for a heavy model
+        (input of ``HEAVY_INPUT_PIXELS`` or more), else one."""
+        remover = self._models.get(name)
+        return heavy_width(remover.model, self.settings) if remover is not None else 1
 
     def observe_with(self, observe: Callable[[str, float], None]) -> None:
         """Report each stage's seconds (queue, decode, inference, encode) to ``observe``."""
@@ -213,14 +233,17 @@ class InferenceService:
                 settings = self.settings.with_values(
                     "request", model=name, model_path="", offline=True
                 )
-            found = Remover(settings=self.session_settings(settings))  # unknown: UsageError
+            from rmcli.engine.remover import model_for
+
+            width = heavy_width(model_for(settings), self.settings)  # unknown: UsageError
+            found = Remover(settings=self.session_settings(settings, width))
             self._models[name] = found
             self.memory.estimate(name, _weights_bytes(found.model), _input_pixels(found.model))
         return found
 
-    def session_settings(self, settings: Settings) -> Settings:
-        """The settings of the sessions behind requests: sized for one local slot."""
-        return self.budget.slot_settings(settings)
+    def session_settings(self, settings: Settings, width: int = 1) -> Settings:
+        """The settings of the sessions behind requests: sized for ``width`` local slots."""
+        return self.budget.slot_settings(settings, width)
 
     async def start(self) -> None:
         """Bind to the running loop (inference threads release slots to it); bound the
@@ -356,7 +379,7 @@ class InferenceService:
         refuses only once every slot is taken and a measurement exists."""
         if not self.seconds(name) or not self.scheduler.slots or self.scheduler.free > 0:
             return
-        expected = self.scheduler.expected(name, self.seconds)
+        expected = self.scheduler.expected(name, self._slot_seconds)
         left = deadline - asyncio.get_running_loop().time()
         if expected > left:
             waiting = self.scheduler.waiting

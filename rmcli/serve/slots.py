@@ -46,15 +46,17 @@ class SlotBudget:
         shares = budget.split(wanted_slots or max(1, budget.cores // 2))
         return cls(budget.cores, len(shares), min(shares))
 
-    def slot_settings(self, settings: Settings) -> Settings:
-        """``settings`` whose sessions fit one slot (intra_threads at most the slot's share).
+    def slot_settings(self, settings: Settings, width: int = 1) -> Settings:
+        """``settings`` whose sessions fit ``width`` slots taken at once (intra_threads at most
+        their share; a heavy model's request may take several, see ``serve_heavy_slots``).
 
         See :func:`concurrent_callers` for spinning and OpenVINO streams.
         """
         from rmcli.engine.layout import CoreBudget
 
-        settings = CoreBudget(self.usable).slot_settings(settings, self.slots)
-        return concurrent_callers(settings, self.slots)
+        callers = max(1, self.slots // max(1, width))
+        settings = CoreBudget(self.usable).slot_settings(settings, callers)
+        return concurrent_callers(settings, callers)
 
 
 def concurrent_callers(settings: Settings, callers: int) -> Settings:
