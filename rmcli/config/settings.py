@@ -353,7 +353,7 @@ SERVE_SETTINGS: list[Setting] = [
         0,
         "Bytes the loaded sessions and their inferences may hold; sessions are admitted and "
         "evicted by their measured memory (0: half the cgroup memory limit, else half the "
-        "memory available at start).",
+        "memory available at start). With --executor dask, each worker's own budget.",
         minimum=0,
         maximum=1 << 50,
         command="serve",

@@ -32,11 +32,12 @@ from rmcli.serve.scheduler import FairScheduler
 from rmcli.serve.service import (
     ImageRequest,
     InferenceService,
-    _input_pixels,
-    _weights_bytes,
+    built_bytes,
     finish_request,
+    input_pixels,
     mask_request,
     warm,
+    weights_bytes,
 )
 from rmcli.serve.slots import concurrent_callers
 
@@ -409,7 +410,7 @@ class WorkerBudget:
         name = remover.model.name
         self._admit(remover, wait_s)
         try:
-            built = InferenceService._built(remover)
+            built = built_bytes(remover)
             _, added = measure_rss()
             done = work()
             self.memory.measured(name, built, added())
@@ -421,7 +422,7 @@ class WorkerBudget:
 
     def _admit(self, remover: Remover, wait_s: float) -> None:
         model = remover.model
-        self.memory.estimate(model.name, _weights_bytes(model), _input_pixels(model))
+        self.memory.estimate(model.name, weights_bytes(model), input_pixels(model))
         too_large = self.memory.too_large(model.name)
         if too_large:
             self.memory.evict(model.name, "it does not fit")

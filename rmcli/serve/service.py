@@ -109,6 +109,16 @@ def finish_request(
     return stages.encoded(result, fmt, clock=request.clock)
 
 
+def built_bytes(remover: Remover) -> int | None:
+    """Build ``remover``'s session if the session cache has none: the resident bytes the
+    build added (None: it was built already)."""
+    if SESSIONS.has(remover.session_key):
+        return None
+    before, _ = measure_rss()
+    remover.session  # noqa: B018 - builds it
+    return rss_bytes() - before
+
+
 def warm(remover: Remover) -> None:
     """Run ``remover``'s session once on a small grey image (the first run allocates)."""
     from PIL import Image
@@ -238,7 +248,7 @@ class InferenceService:
             width = heavy_width(model_for(settings), self.settings)  # unknown: UsageError
             found = Remover(settings=self.session_settings(settings, width))
             self._models[name] = found
-            self.memory.estimate(name, _weights_bytes(found.model), _input_pixels(found.model))
+            self.memory.estimate(name, weights_bytes(found.model), input_pixels(found.model))
         return found
 
     def session_settings(self, settings: Settings, width: int = 1) -> Settings:
@@ -417,7 +427,7 @@ class InferenceService:
         """On an inference slot: decode, then the mask; the slot is released when done."""
         name = remover.model.name
         try:
-            built = self._built(remover)
+            built = built_bytes(remover)
             _, added = measure_rss()
             started = time.perf_counter()  # a session build is not what later jobs wait for
             image, mask = mask_request(remover, job)
@@ -426,16 +436,6 @@ class InferenceService:
             return image, mask
         finally:
             self._release_from_thread(name)
-
-    @staticmethod
-    def _built(remover: Remover) -> int | None:
-        """Build ``remover``'s session if the cache has none: the resident bytes the build
-        added (None: it was built already)."""
-        if SESSIONS.has(remover.session_key):
-            return None
-        before, _ = measure_rss()
-        remover.session  # noqa: B018 - builds it
-        return rss_bytes() - before
 
     def _release_from_thread(self, name: str) -> None:
         self._loop.call_soon_threadsafe(self._release, name)
@@ -471,7 +471,7 @@ class InferenceService:
     def _warm(self, remover: Remover) -> None:
         name = remover.model.name
         try:
-            built = self._built(remover)
+            built = built_bytes(remover)
             _, added = measure_rss()
             started = time.perf_counter()
             warm(remover)
@@ -506,7 +506,7 @@ class InferenceService:
 FETCH_RETRY = 60.0  # seconds before a failed model fetch is tried again
 
 
-def _weights_bytes(model: Model) -> int:
+def weights_bytes(model: Model) -> int:
     """The size of ``model``'s weights file where known (0: not known yet)."""
     weights = model.weights
     if weights.path:
@@ -515,7 +515,7 @@ def _weights_bytes(model: Model) -> int:
     return weights.size or 0
 
 
-def _input_pixels(model: Model) -> int:
+def input_pixels(model: Model) -> int:
     width, height = getattr(model, "input_size", (320, 320))
     return width * height
 
