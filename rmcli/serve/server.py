@@ -19,7 +19,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rmcli.config.settings import Settings
-from rmcli.serve.app import ServeState, create_app
+from rmcli.serve.app import create_app
+from rmcli.serve.serve_state import ServeState
 
 log = logging.getLogger("rmcli.serve")
 
@@ -151,12 +152,12 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or Ctrl-C, then drain and return."""
     app = create_app(settings)
-    engine = app.state.engine
+    service = app.state.service
     log.info(
         "model %s, backend %s: %s, queue %d, deadline %g s",
-        engine.default_model.name,
-        engine.backend.name,
-        engine.describe(),
+        service.default_model.name,
+        service.backend.name,
+        service.describe(),
         settings["serve_queue"],
         settings["serve_deadline"],
     )

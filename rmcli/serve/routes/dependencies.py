@@ -1,0 +1,50 @@
+"""What the routes take from the app (``Depends``): the objects :func:`create_app` keeps in
+``app.state``, each as an annotated type (``service: Service``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from rmcli.config.settings import Settings
+from rmcli.serve.metrics import Metrics
+from rmcli.serve.middleware import Admission
+from rmcli.serve.serve_state import ServeState
+from rmcli.serve.service import InferenceService
+
+if TYPE_CHECKING:
+    from rmcli.serve.fetch import UrlPolicy  # imports httpx: only when URL fetching is on
+
+
+def service(request: Request) -> InferenceService:
+    return request.app.state.service
+
+
+def metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def serve_state(request: Request) -> ServeState:
+    return request.app.state.serve
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def admission(request: Request) -> Admission:
+    return request.app.state.admission
+
+
+def url_policy(request: Request) -> UrlPolicy | None:
+    """The URL fetching policy (None: fetching is off)."""
+    return request.app.state.url_policy
+
+
+Service = Annotated[InferenceService, Depends(service)]
+ServeMetrics = Annotated[Metrics, Depends(metrics)]
+State = Annotated[ServeState, Depends(serve_state)]
+ServeSettings = Annotated[Settings, Depends(settings)]
+Admitting = Annotated[Admission, Depends(admission)]
+Policy = Annotated["UrlPolicy | None", Depends(url_policy)]
