@@ -54,7 +54,7 @@ def _registered() -> Iterator[None]:
 
 def _service(executor: str) -> InferenceService:
     app = create_app(resolve({"executor": (executor, "flag --executor")}))
-    return app.state.service if hasattr(app.state, "service") else app.state.engine
+    return app.state.service
 
 
 def test_a_third_party_executor_serves_through_the_service_it_names():

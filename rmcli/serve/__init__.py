@@ -1,8 +1,9 @@
 """``rmcli serve``: background removal over HTTP under a fixed core budget.
 
-:func:`create_app` builds the FastAPI application from resolved settings (the engine, metrics,
-routes); :func:`rmcli.serve.server.serve` runs it under uvicorn. Needs the ``serve`` extra.
-See docs/serving.md.
+:func:`create_app` builds the FastAPI application from resolved settings (``app``: the
+inference service of ``service``, metrics, state, admission); ``routes`` holds its APIRouters,
+``middleware`` the pure-ASGI checks in front of them; :func:`rmcli.serve.server.serve` runs it
+under uvicorn. Needs the ``serve`` extra. See docs/serving.md.
 """
 
 from __future__ import annotations

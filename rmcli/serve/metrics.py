@@ -27,7 +27,7 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 class Metrics:
     """Requests by endpoint, model and status; stage latencies; queue, slots, sessions, CPU."""
 
-    def __init__(self, engine: InferenceService) -> None:
+    def __init__(self, service: InferenceService) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, fds
@@ -61,25 +61,25 @@ class Metrics:
         gauge = Gauge(
             "rmcli_serve_queue_depth", "Requests waiting for an inference slot.", registry=registry
         )
-        gauge.set_function(lambda: engine.scheduler.waiting)
+        gauge.set_function(lambda: service.scheduler.waiting)
         gauge = Gauge(
             "rmcli_serve_inflight_inferences",
             "Inference slots in use (decoding or running the model).",
             registry=registry,
         )
-        gauge.set_function(lambda: engine.scheduler.busy)
+        gauge.set_function(lambda: service.scheduler.busy)
         gauge = Gauge(
             "rmcli_serve_slots",
             "Inference slots (the core budget's K; dask: the workers' threads).",
             registry=registry,
         )
-        gauge.set_function(lambda: engine.scheduler.slots)
+        gauge.set_function(lambda: service.scheduler.slots)
         gauge = Gauge(
             "rmcli_serve_intra_threads",
             "Intra-op threads of each inference slot (dask: of each worker thread's).",
             registry=registry,
         )
-        gauge.set_function(lambda: engine.intra_threads)
+        gauge.set_function(lambda: service.intra_threads)
         gauge = Gauge("rmcli_serve_sessions", "ONNX Runtime sessions loaded.", registry=registry)
         gauge.set_function(lambda: len(SESSIONS))
         self.session_builds = Counter(
@@ -120,9 +120,9 @@ class Metrics:
         gauge = Gauge(
             "rmcli_serve_memory_budget_bytes", "serve_memory_budget in bytes.", registry=registry
         )
-        gauge.set_function(lambda: engine.memory.total)
-        engine.observe_with(lambda stage, seconds: self.stages.labels(stage).observe(seconds))
-        self._engine = engine
+        gauge.set_function(lambda: service.memory.total)
+        service.observe_with(lambda stage, seconds: self.stages.labels(stage).observe(seconds))
+        self._service = service
         self._builds_seen = SESSIONS.builds  # builds of this process before this app
 
     def render(self) -> bytes:
@@ -131,13 +131,13 @@ class Metrics:
         if builds > self._builds_seen:
             self.session_builds.inc(builds - self._builds_seen)
             self._builds_seen = builds
-        engine = self._engine
-        queues = engine.scheduler.queues()
-        loaded = engine.memory.loaded()
-        names = set(queues) | set(loaded) | set(engine.memory.costs)
+        service = self._service
+        queues = service.scheduler.queues()
+        loaded = service.memory.loaded()
+        names = set(queues) | set(loaded) | set(service.memory.costs)
         for name in names:
             self.model_queue.labels(name).set(queues.get(name, 0))
-            self.model_inflight.labels(name).set(engine.scheduler.running.get(name, 0))
+            self.model_inflight.labels(name).set(service.scheduler.running.get(name, 0))
             self.model_memory.labels(name).set(loaded.get(name, 0))
-            self.model_evictions.labels(name).set(engine.memory.evictions.get(name, 0))
+            self.model_evictions.labels(name).set(service.memory.evictions.get(name, 0))
         return generate_latest(self.registry)
