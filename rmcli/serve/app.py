@@ -2,7 +2,8 @@
 
 It builds the inference service, metrics, state and admission, keeps them in ``app.state`` for
 the routes (:mod:`rmcli.serve.routes`), turns every failure into an HTTP status in one place,
-and puts the middlewares of :mod:`rmcli.serve.middleware` in front of the routes.
+and puts the middlewares of :mod:`rmcli.serve.middleware` and :mod:`rmcli.serve.admission`
+in front of the routes.
 """
 
 from __future__ import annotations
@@ -21,17 +22,10 @@ from starlette.middleware import Middleware
 
 from rmcli.config.settings import Settings
 from rmcli.errors import RmcliError
+from rmcli.serve.admission import Admission, UploadAdmission
 from rmcli.serve.http_errors import ServeError, error_response, status_of
 from rmcli.serve.metrics import Metrics
-from rmcli.serve.middleware import (
-    AccessLog,
-    Admission,
-    BearerToken,
-    BodyLimits,
-    HostCheck,
-    UploadAdmission,
-    printable,
-)
+from rmcli.serve.middleware import AccessLog, BearerToken, BodyLimits, HostCheck, printable
 from rmcli.serve.routes import operations, rembg_api, v1_api
 from rmcli.serve.serve_state import ServeState
 from rmcli.serve.service import InferenceService

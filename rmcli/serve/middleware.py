@@ -2,21 +2,18 @@
 
 :class:`AccessLog` (access log and metrics, with the final status), :class:`HostCheck` (DNS
 rebinding), :class:`BearerToken`, :class:`BodyLimits` (413; for uploads 408 too, and the whole
-body read before admission) and :class:`UploadAdmission` (503 + Retry-After once the slots and
-the queue are full). They are pure ASGI, so that a body is never buffered before the checks that
-may refuse it.
+body read before admission); then :class:`rmcli.serve.admission.UploadAdmission`. They are pure
+ASGI, so that no body is read before the checks that may refuse it, and an upload's body is
+read whole before it takes an admission place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -311,56 +308,3 @@ class BodyLimits:
             await drain(receive, self.max_body)
         reason = f"request body over {self.max_body:,} bytes (serve_max_body)"
         await error_response(413, reason, close=not drain_first)(scope, receive, send)
-
-
-@dataclass
-class Admission:
-    """Inference requests inside the server: at most ``capacity()`` (slots + queue)."""
-
-    state: ServeState
-    metrics: Metrics
-    capacity: Callable[[], int]  # a Dask cluster's slots change
-    retry_after: int
-
-    def refusal(self) -> str | None:
-        """Why one more request cannot come in now (counted as queue_full), or None."""
-        capacity = self.capacity()
-        if self.state.admitted < capacity:
-            return None
-        self.metrics.rejected.labels("queue_full").inc()
-        return (
-            f"busy: {capacity} requests already queued or running "
-            f"(inference slots + serve_queue); retry after {self.retry_after} s"
-        )
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """One admission place, for the time of the block."""
-        self.state.admitted += 1
-        self.metrics.admitted.inc()
-        try:
-            yield
-        finally:
-            self.state.admitted -= 1
-            self.metrics.admitted.dec()
-
-
-class UploadAdmission:
-    """Innermost: an upload (its whole body already read by :class:`BodyLimits`) takes an
-    admission place for its time in the app, or gets 503 + Retry-After when none is free.
-    A URL to fetch takes its place in the route, once fetched."""
-
-    def __init__(self, app: ASGIApp, admission: Admission) -> None:
-        self.app = app
-        self.admission = admission
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_upload(scope):
-            await self.app(scope, receive, send)
-            return
-        reason = self.admission.refusal()
-        if reason is not None:
-            await error_response(503, reason, self.admission.retry_after)(scope, receive, send)
-            return
-        with self.admission.held():
-            await self.app(scope, receive, send)

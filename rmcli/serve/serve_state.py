@@ -12,4 +12,4 @@ class ServeState:
     ready: bool = False
     reason: str = "starting"
     draining: bool = False
-    admitted: int = 0  # inference requests inside the server (see UploadAdmission)
+    admitted: int = 0  # inference requests inside the server (rmcli.serve.admission)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from rmcli.config.settings import Settings
+from rmcli.serve.admission import Admission
 from rmcli.serve.metrics import Metrics
-from rmcli.serve.middleware import Admission
 from rmcli.serve.serve_state import ServeState
 from rmcli.serve.service import InferenceService
 
