@@ -1,5 +1,6 @@
 """What the routes take from the app (``Depends``): the objects :func:`create_app` keeps in
-``app.state``, each as an annotated type (``service: Service``)."""
+``app.state``, each as an annotated type (``service: Service``). They are ``async`` so that
+FastAPI calls them on the event loop, not in its thread pool."""
 
 from __future__ import annotations
 
@@ -17,27 +18,27 @@ if TYPE_CHECKING:
     from rmcli.serve.fetch import UrlPolicy  # imports httpx: only when URL fetching is on
 
 
-def service(request: Request) -> InferenceService:
+async def service(request: Request) -> InferenceService:
     return request.app.state.service
 
 
-def metrics(request: Request) -> Metrics:
+async def metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def serve_state(request: Request) -> ServeState:
+async def serve_state(request: Request) -> ServeState:
     return request.app.state.serve
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def admission(request: Request) -> Admission:
+async def admission(request: Request) -> Admission:
     return request.app.state.admission
 
 
-def url_policy(request: Request) -> UrlPolicy | None:
+async def url_policy(request: Request) -> UrlPolicy | None:
     """The URL fetching policy (None: fetching is off)."""
     return request.app.state.url_policy
 
