@@ -427,8 +427,8 @@ def test_addresses_off_this_machine_are_refused_before_any_connection(url, kind)
     resolved or connected to), so a bug here cannot send traffic off the machine."""
     import asyncio
 
-    from rmcli.serve.fetch import UrlPolicy, checked_target
     from rmcli.serve.http_errors import ServeError
+    from rmcli.serve.url_fetch import UrlPolicy, checked_target
 
     with pytest.raises(ServeError, match=kind) as refused:
         asyncio.run(checked_target(url, UrlPolicy(1000)))
@@ -461,8 +461,8 @@ def test_url_fetching_refuses_what_is_not_public(guarded, images):
 def test_url_fetch_connects_to_the_checked_address_only(images):
     import asyncio
 
-    from rmcli.serve.fetch import UrlPolicy, fetch
     from rmcli.serve.http_errors import ServeError
+    from rmcli.serve.url_fetch import UrlPolicy, fetch
 
     policy = UrlPolicy.from_text("127.0.0.1/32", 1_000_000)
     url = f"http://images.example:{images.port}/car.jpg"

@@ -218,8 +218,8 @@ def test_url_fetch_switch_alone_starts_the_server(u2netp_path, tmp_path):
 def test_ipv4_inside_ipv6_is_judged_by_the_ipv4_rules(address, kind):
     import asyncio
 
-    from rmcli.serve.fetch import UrlPolicy, checked_target
     from rmcli.serve.http_errors import ServeError
+    from rmcli.serve.url_fetch import UrlPolicy, checked_target
 
     policy = UrlPolicy(1000)  # a literal address: checked, never resolved
     with pytest.raises(ServeError, match=kind) as refused:

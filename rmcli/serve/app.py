@@ -31,7 +31,7 @@ from rmcli.serve.serve_state import ServeState
 from rmcli.serve.service import InferenceService
 
 if TYPE_CHECKING:
-    from rmcli.serve.fetch import UrlPolicy  # imports httpx: only when URL fetching is on
+    from rmcli.serve.url_fetch import UrlPolicy  # imports httpx: only when URL fetching is on
 
 log = logging.getLogger("rmcli.serve")
 
@@ -97,7 +97,7 @@ def _url_policy(settings: Settings) -> UrlPolicy | None:
     """The URL fetching policy, or None when ``serve_url_fetch`` is off."""
     if not settings["serve_url_fetch"]:
         return None
-    from rmcli.serve.fetch import UrlPolicy
+    from rmcli.serve.url_fetch import UrlPolicy
 
     try:
         return UrlPolicy.from_text(

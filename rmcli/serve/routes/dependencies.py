@@ -15,7 +15,7 @@ from rmcli.serve.serve_state import ServeState
 from rmcli.serve.service import InferenceService
 
 if TYPE_CHECKING:
-    from rmcli.serve.fetch import UrlPolicy  # imports httpx: only when URL fetching is on
+    from rmcli.serve.url_fetch import UrlPolicy  # imports httpx: only when URL fetching is on
 
 
 async def service(request: Request) -> InferenceService:

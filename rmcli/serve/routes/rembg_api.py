@@ -74,7 +74,7 @@ async def rembg_get(
             "fetching images from URLs is off; start the server with --url-fetch "
             "(or RMCLI_SERVE_URL_FETCH=true) to allow public http(s) URLs",
         )
-    from rmcli.serve.fetch import fetch
+    from rmcli.serve.url_fetch import fetch
 
     options = rembg_options(settings, a, af, ab, ae, om, ppm, bgc)
     check_matting(options, service)
