@@ -239,6 +239,11 @@ def test_heavy_requests_go_to_the_worker_that_holds_the_model_warm(
                 w: int(w == holder) for w in client.nthreads()
             }
             assert all(models.count("u2netp") == 1 for models in built.values())
+            with server.client() as http:  # /readyz shows each worker's budget and models
+                budget = http.get("/readyz").json()["memory_budget"]
+            assert set(budget["workers"]) == set(client.nthreads())
+            assert HEAVY in budget["workers"][holder]["loaded"]
+            assert all(w["bytes"] > 0 for w in budget["workers"].values())
         finally:
             assert server.stop() == 0, server.log_text()
 

@@ -77,6 +77,7 @@ class DaskInferenceService(InferenceService):
         self.intra_threads = 0
         self.workers: dict[str, int] = {}  # worker: threads
         self.warm: dict[str, dict[str, int]] = {}  # worker: models it holds warm, their bytes
+        self.budgets: dict[str, int] = {}  # worker: its memory budget
         self._running: dict[str, int] = {}  # worker: jobs routed to it, not answered yet
         self._refused: dict[str, dict[str, str]] = {}  # model: {worker: why it never fits}
         self.client: Any = None
@@ -91,6 +92,28 @@ class DaskInferenceService(InferenceService):
 
     def session_settings(self, settings: Settings, width: int = 1) -> Settings:
         return settings  # each worker sizes its sessions for its own threads (worker_settings)
+
+    def memory_report(self) -> dict[str, Any]:
+        """Each worker's budget and what it holds, as its last answer reported (the front end
+        holds no session)."""
+        workers = {
+            worker: {"bytes": self.budgets.get(worker, 0), "loaded": loaded}
+            for worker, loaded in sorted(self.warm.items())
+        }
+        return {
+            "bytes": min((w["bytes"] for w in workers.values()), default=0),
+            "source": "each Dask worker's own (serve_memory_budget, else its memory)",
+            "held": sum(sum(w["loaded"].values()) for w in workers.values()),
+            "workers": workers,
+        }
+
+    def loaded(self) -> dict[str, int]:
+        """Models loaded on some worker, and the most bytes a worker holds for each."""
+        found: dict[str, int] = {}
+        for loaded in self.warm.values():
+            for model, size in loaded.items():
+                found[model] = max(found.get(model, 0), size)
+        return found
 
     def unavailable(self) -> str | None:
         where = self.address or "the local cluster"
@@ -148,6 +171,7 @@ class DaskInferenceService(InferenceService):
             for address in sorted(left):
                 log.warning("Dask worker %s left", address)
                 self.warm.pop(address, None)
+                self.budgets.pop(address, None)
                 self._running.pop(address, None)
                 for refused in self._refused.values():
                     refused.pop(address, None)
@@ -274,6 +298,7 @@ class DaskInferenceService(InferenceService):
         worker, loaded = state["worker"], state["loaded"]
         before = self.warm.get(worker, {})
         self.warm[worker] = loaded
+        self.budgets[worker] = state["budget"]
         if loaded.keys() != before.keys():
             held = ", ".join(f"{model} ({mib(size)})" for model, size in loaded.items())
             log.info(

@@ -210,6 +210,19 @@ class InferenceService:
             f"({self.budget.usable} usable cores), {self.memory.describe()}"
         )
 
+    def memory_report(self) -> dict[str, Any]:
+        """The memory budget for /readyz: its bytes and source, what is held, by model."""
+        return {
+            "bytes": self.memory.total,
+            "source": self.memory.source,
+            "held": self.memory.held(),
+            "loaded": self.memory.loaded(),
+        }
+
+    def loaded(self) -> dict[str, int]:
+        """Models whose sessions are loaded, and the bytes each holds."""
+        return self.memory.loaded()
+
     def unavailable(self) -> str | None:
         """Why no inference can run now (None: it can); local slots always can."""
         return None

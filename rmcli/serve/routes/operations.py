@@ -52,12 +52,7 @@ async def readyz(state: State, service: Service) -> JSONResponse:
             "model": service.default_model.name,
             "executor": service.executor,
             "slots": service.scheduler.slots,
-            "memory_budget": {
-                "bytes": service.memory.total,
-                "source": service.memory.source,
-                "held": service.memory.held(),
-                "loaded": service.memory.loaded(),
-            },
+            "memory_budget": service.memory_report(),
         }
     )
 

@@ -40,8 +40,8 @@ async def models(service: Service, settings: ServeSettings) -> dict[str, Any]:
         "default": service.default_model.name,
         "models": names,
         "ready": ready,
-        "loaded": service.memory.loaded(),  # bytes counted against serve_memory_budget
-        "memory_budget": service.memory.total,
+        "loaded": service.loaded(),  # bytes counted against serve_memory_budget
+        "memory_budget": service.memory_report()["bytes"],
     }
 
 
