@@ -73,18 +73,17 @@ class Remover:
     def session(self) -> LoadedSession:
         """The ONNX Runtime session this remover runs on, from the process's session cache
         (built on first use; built again if the cache dropped it)."""
-        return SESSIONS.get(
+        loaded = SESSIONS.get(
             self.session_key,
             lambda: build_session(self.model, self.backend, self.settings, self.cores),
         )
+        self._layout = loaded.layout
+        return loaded
 
     @property
     def layout(self) -> ThreadLayout:
-        """The thread layout: the session's once it exists, else resolved (once) without
+        """The thread layout: its session's once it has one, else resolved (once) without
         building it (what a remote executor's workers would start from)."""
-        built = SESSIONS.peek(self.session_key)
-        if built is not None:
-            return built.layout
         if self._layout is None:
             from rmcli.engine.layout import resolve_layout
 

@@ -118,11 +118,6 @@ class SessionCache:
         """Whether the session of ``key`` is built (a :meth:`get` would build nothing)."""
         return key in self._entries
 
-    def peek(self, key: SessionKey) -> LoadedSession | None:
-        """The session of ``key`` if built, without counting it as used."""
-        entry = self._entries.get(key)
-        return entry.loaded if entry is not None else None
-
     def get(self, key: SessionKey, build: Callable[[], LoadedSession]) -> LoadedSession:
         """The session of ``key``, built by ``build()`` if nobody has built it yet."""
         with self._lock:
