@@ -353,12 +353,14 @@ def test_ctrl_c_mid_clip_leaves_no_file(tmp_path, u2netp_path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and list(out.iterdir())):
         time.sleep(0.05)  # the temporary output appears once the clip has started
+    started = [p.name for p in out.iterdir()] if out.exists() else []
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert list(out.iterdir()) == []
-    assert f"{path}: interrupted at frame " in stderr
+    what = f"seen before the signal: {started}\n{stderr}"
+    assert process.returncode == 130, what
+    assert f"{path}: interrupted at frame " in stderr, what
+    assert list(out.iterdir()) == [], what
 
 
 def test_smoothing_reduces_flicker_on_still_areas_without_smearing_motion():
