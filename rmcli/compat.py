@@ -145,6 +145,7 @@ def remove(
     from PIL import Image
 
     from rmcli.images.compose import compose
+    from rmcli.images.stages import decode_and_mask
 
     global _default_session
     if decontaminate or vitmatte:
@@ -185,8 +186,7 @@ def remove(
     )
     if putalpha:
         options = replace(options, premultiplied=False)
-    image = remover.load(data)
-    result = compose(image, remover.mask_of(image), options)
+    result = compose(*decode_and_mask(remover, data), options)
     if kind == "pillow":
         return result
     if kind == "ndarray":

@@ -14,6 +14,7 @@ from rmcli.engine.registry import get_backend, get_model
 from rmcli.engine.session import SESSIONS, LoadedSession, build_session, session_key
 from rmcli.engine.stats import Recorder, SessionStats
 from rmcli.images.imaging import ImageSource, load_image
+from rmcli.images.stages import decode_and_mask
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -92,7 +93,7 @@ class Remover:
 
     def mask(self, image: ImageSource) -> Image.Image:
         """The 8-bit mask ("L") of ``image`` (path, bytes, PIL image or ndarray)."""
-        return self.mask_of(self.load(image))
+        return decode_and_mask(self, image)[1]
 
     def remove(self, image: ImageSource, *, fmt: str = "png", **options: Any) -> Image.Image:
         """The RGBA cut-out of ``image`` with straight colour and alpha = mask.
@@ -108,8 +109,7 @@ class Remover:
 
         options = self._checked(options, "remove")
         compose_options = ComposeOptions.from_settings(self.settings, **options)
-        loaded = self.load(image)
-        return compose(loaded, self.mask_of(loaded), compose_options, fmt)
+        return compose(*decode_and_mask(self, image), compose_options, fmt)
 
     def _checked(self, options: dict[str, Any], method: str) -> dict[str, Any]:
         """``options`` with each numeric one parsed and held to the settings table's bounds,

@@ -190,14 +190,6 @@ SESSIONS = SessionCache()
 """The process's sessions: every front end (CLI, library, service, Dask workers) uses it."""
 
 
-def get_session(
-    model: Model, backend: Backend, settings: Settings, cores: int | None = None
-) -> LoadedSession:
-    """The process-wide session for this model, backend, session settings and core count."""
-    key = session_key(model, backend, settings, cores)
-    return SESSIONS.get(key, lambda: build_session(model, backend, settings, cores))
-
-
 def clear_sessions() -> None:
     """Drop every cached session."""
     SESSIONS.clear()

@@ -1,7 +1,8 @@
 """The work of one image, stage by stage: decode → mask → compose → encode.
 
 Every front end runs these functions: ``rmcli remove`` and ``Remover.map`` (through the batch
-runner), the service and its Dask workers, and video frames (compose). ``clock(stage)`` times
+runner), ``Remover.remove``, ``rmcli.compat``, the service and its Dask workers, and video
+frames (compose). ``clock(stage)`` times
 each stage: ``decode``, the masker's ``preprocess``, ``inference`` and ``postprocess``, then
 ``compose`` and ``encode``. A front end may run the stages on different threads (the service
 decodes and masks on an inference slot, composes and encodes on its codec pool).
@@ -26,19 +27,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Notice = Callable[[str], None]
-
 
 def decode_and_mask(
     masker: Masker,
     source: ImageSource,
-    label: str,
+    label: str | None = None,
     clock: Clock = untimed,
-    notice: Notice | None = None,
 ) -> tuple[Image.Image, Image.Image]:
-    """``source`` decoded upright (refused over the ``max_pixels`` setting) and its mask."""
+    """``source`` decoded upright (refused over the ``max_pixels`` setting) and its mask;
+    ``label`` names it in errors (None: its path, else ``<image>``)."""
     with clock("decode"):
-        image = load_image(source, label, masker.settings["max_pixels"], notice or _note)
+        image = load_image(source, label, masker.settings["max_pixels"], _note)
     return image, masker.mask_of(image, clock)
 
 
@@ -49,12 +48,11 @@ def compose_checked(
     fmt: str,
     label: str,
     clock: Clock = untimed,
-    notice: Notice | None = None,
 ) -> Image.Image:
     """The image to write (``image`` may be reused); a :class:`TooLargeError` when ``fmt``
     cannot hold its size."""
     with clock("compose"):
-        result = compose(image, mask, options, fmt, True, notice or _labelled(label))
+        result = compose(image, mask, options, fmt, True, _labelled(label))
     too_large = encodable(result.size, fmt)
     if too_large:
         raise TooLargeError(f"{label}: {too_large}")
@@ -73,25 +71,9 @@ def encoded(
         return encode(result, fmt, png_compression, threads)
 
 
-def cut_out(
-    masker: Masker,
-    source: ImageSource,
-    options: ComposeOptions,
-    fmt: str = "png",
-    label: str = "<image>",
-    clock: Clock = untimed,
-    png_compression: int = 1,
-) -> bytes:
-    """Every stage: the encoded cut-out of ``source``."""
-    image, mask = decode_and_mask(masker, source, label, clock)
-    result = compose_checked(image, mask, options, fmt, label, clock)
-    del image, mask
-    return encoded(result, fmt, png_compression, clock=clock)
-
-
 def _note(message: str) -> None:
     log.info(f"note: {message}")
 
 
-def _labelled(label: str) -> Notice:
+def _labelled(label: str) -> Callable[[str], None]:
     return lambda message: _note(f"{label}: {message}")

@@ -50,8 +50,7 @@ HEAVY_INPUT_PIXELS = 1024 * 1024  # models with inputs this large may take sever
 def heavy_width(model: Model, settings: Settings) -> int:
     """Slots one request of ``model`` takes: ``serve_heavy_slots`` if its input has
     ``HEAVY_INPUT_PIXELS`` or more, else one."""
-    width, height = getattr(model, "input_size", (0, 0))
-    return settings["serve_heavy_slots"] if width * height >= HEAVY_INPUT_PIXELS else 1
+    return settings["serve_heavy_slots"] if input_pixels(model) >= HEAVY_INPUT_PIXELS else 1
 
 
 @dataclass
@@ -102,7 +101,7 @@ def finish_request(
     options = request.options
     if request.background is not None and not options.only_mask:
         background = load_image(request.background, "background image", max_pixels)
-        options = replace(options, bg_image=background.convert("RGBA"))
+        options = replace(options, bg_image=background)
     fmt = request.out_format
     result = stages.compose_checked(image, mask, options, fmt, request.label, request.clock)
     del image, mask
@@ -529,7 +528,7 @@ def weights_bytes(model: Model) -> int:
 
 
 def input_pixels(model: Model) -> int:
-    width, height = getattr(model, "input_size", (320, 320))
+    width, height = model.input_size
     return width * height
 
 
