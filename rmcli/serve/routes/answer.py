@@ -1,5 +1,5 @@
 """What the image routes share: answering an :class:`ImageRequest` (deadline, client gone:
-499), the options of rembg's form, the matting check, an upload's label, and the responses the
+499), the matting check, an upload's label, and the responses the
 OpenAPI schema lists for them."""
 
 from __future__ import annotations
@@ -93,32 +93,6 @@ def label(file: UploadFile) -> str:
     """An upload's name for the logs: one line, at most 200 characters."""
     name = (file.filename or "upload").replace("\n", " ").replace("\r", " ")
     return name[:200]
-
-
-def rembg_options(
-    settings: Settings,
-    a: bool,
-    af: int,
-    ab: int,
-    ae: int,
-    om: bool,
-    ppm: bool,
-    bgc: str | None,
-) -> ComposeOptions:
-    """rembg's options: its defaults (not the server's), premultiplied colour and RGBA as rembg
-    gives."""
-    return ComposeOptions(
-        only_mask=om,
-        bgcolor=bgc or None,
-        premultiplied=True,
-        keep_alpha=True,
-        alpha_matting=a,
-        alpha_matting_foreground_threshold=af,
-        alpha_matting_background_threshold=ab,
-        alpha_matting_erode_size=ae,
-        matting_max_pixels=settings["matting_max_pixels"],
-        post_process_mask=ppm,
-    ).checked()
 
 
 def check_matting(options: ComposeOptions, service: InferenceService) -> None:

@@ -3,15 +3,20 @@ fetched from a URL, off unless ``serve_url_fetch``), with rembg's fields and def
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
+from rmcli.compat import rembg_options
 from rmcli.serve.http_errors import ServeError
-from rmcli.serve.routes.answer import IMAGE_RESPONSES, answer, check_matting, label, rembg_options
+from rmcli.serve.routes.answer import IMAGE_RESPONSES, answer, check_matting, label
 from rmcli.serve.routes.dependencies import Admitting, Policy, ServeSettings, Service
 from rmcli.serve.service import ImageRequest
+
+if TYPE_CHECKING:
+    from rmcli.config.settings import Settings
+    from rmcli.contracts.output import ComposeOptions
 
 router = APIRouter(tags=["rembg-compatible"])
 
@@ -40,7 +45,7 @@ async def rembg_post(
     ] = None,
 ) -> Response:
     data = await file.read()
-    options = rembg_options(settings, a, af, ab, ae, om, ppm, bgc or bgc_query)
+    options = _options(settings, a, af, ab, ae, om, ppm, bgc or bgc_query)
     check_matting(options, service)
     job = ImageRequest(data, model, options, label=label(file))
     return await answer(request, job, service, settings)
@@ -76,7 +81,7 @@ async def rembg_get(
         )
     from rmcli.serve.url_fetch import fetch
 
-    options = rembg_options(settings, a, af, ab, ae, om, ppm, bgc)
+    options = _options(settings, a, af, ab, ae, om, ppm, bgc)
     check_matting(options, service)
     service.remover(model)  # an unknown model is refused before any fetch
     deadline = request.state.arrived + settings["serve_deadline"]
@@ -87,3 +92,19 @@ async def rembg_get(
     with admission.held():
         job = ImageRequest(data, model, options, label=url[:200])
         return await answer(request, job, service, settings)
+
+
+def _options(
+    settings: Settings, a: bool, af: int, ab: int, ae: int, om: bool, ppm: bool, bgc: str | None
+) -> ComposeOptions:
+    """rembg's form fields as rembg composes them (:func:`rmcli.compat.rembg_options`)."""
+    return rembg_options(
+        alpha_matting=a,
+        alpha_matting_foreground_threshold=af,
+        alpha_matting_background_threshold=ab,
+        alpha_matting_erode_size=ae,
+        only_mask=om,
+        post_process_mask=ppm,
+        bgcolor=bgc,
+        settings=settings,
+    )
