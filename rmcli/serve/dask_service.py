@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rmcli.errors import UsageError
 from rmcli.extras import pip_install
 from rmcli.serve.http_errors import ServeError
-from rmcli.serve.memory_budget import MemoryBudget, default_budget, measure_rss, mib
+from rmcli.serve.memory_budget import MemoryBudget, default_budget, mib
 from rmcli.serve.scheduler import FairScheduler
 from rmcli.serve.service import (
     ImageRequest,
     InferenceService,
-    built_bytes,
     finish_request,
     input_pixels,
     mask_request,
+    run_measured,
     warm,
     weights_bytes,
 )
@@ -435,11 +435,7 @@ class WorkerBudget:
         name = remover.model.name
         self._admit(remover, wait_s)
         try:
-            built = built_bytes(remover)
-            _, added = measure_rss()
-            done = work()
-            self.memory.measured(name, built, added())
-            return done
+            return run_measured(self.memory, remover, work)[0]
         finally:
             with self._room:
                 self.memory.release(name)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rmcli.cpus import usable_cpu_count
 from rmcli.engine.remover import Remover
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rmcli.serve")
 
+T = TypeVar("T")
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
 HEAVY_INPUT_PIXELS = 1024 * 1024  # models with inputs this large may take several slots
 
@@ -108,14 +109,21 @@ def finish_request(
     return stages.encoded(result, fmt, clock=request.clock)
 
 
-def built_bytes(remover: Remover) -> int | None:
-    """Build ``remover``'s session if the session cache has none: the resident bytes the
-    build added (None: it was built already)."""
-    if SESSIONS.has(remover.session_key):
-        return None
-    before, _ = measure_rss()
-    remover.session  # noqa: B018 - builds it
-    return rss_bytes() - before
+def run_measured(memory: MemoryBudget, remover: Remover, work: Callable[[], T]) -> tuple[T, float]:
+    """``work()`` on ``remover``'s session (built first if the session cache has none), with
+    the resident bytes the build and the run added recorded in ``memory``; its result and the
+    seconds it took (the build not counted: later requests do not wait for it)."""
+    built = None
+    if not SESSIONS.has(remover.session_key):
+        before, _ = measure_rss()
+        remover.session  # noqa: B018 - builds it
+        built = rss_bytes() - before
+    _, added = measure_rss()
+    started = time.perf_counter()
+    done = work()
+    seconds = time.perf_counter() - started
+    memory.measured(remover.model.name, built, added())
+    return done, seconds
 
 
 def warm(remover: Remover) -> None:
@@ -428,24 +436,23 @@ class InferenceService:
         """On a slot (already acquired): decode and mask on the slot's thread, then compose
         and encode on the codec pool. The slot thread releases the slot."""
         loop = asyncio.get_running_loop()
-        held = loop.run_in_executor(self.infer_pool, self._held, job, remover)
+        held = loop.run_in_executor(
+            self.infer_pool, self._on_slot, remover, lambda: mask_request(remover, job)
+        )
         image, mask = await _shielded(held)
         max_pixels = self.settings["max_pixels"]
         return await _shielded(
             loop.run_in_executor(self.codec_pool, finish_request, job, image, mask, max_pixels)
         )
 
-    def _held(self, job: ImageRequest, remover: Remover) -> tuple[Any, Any]:
-        """On an inference slot: decode, then the mask; the slot is released when done."""
+    def _on_slot(self, remover: Remover, work: Callable[[], T]) -> T:
+        """On an inference slot: ``work()``, measured (seconds and bytes); the slot is
+        released when done."""
         name = remover.model.name
         try:
-            built = built_bytes(remover)
-            _, added = measure_rss()
-            started = time.perf_counter()  # a session build is not what later jobs wait for
-            image, mask = mask_request(remover, job)
-            self.slot_done(time.perf_counter() - started, name)
-            self.memory.measured(name, built, added())
-            return image, mask
+            done, seconds = run_measured(self.memory, remover, work)
+            self.slot_done(seconds, name)
+            return done
         finally:
             self._release_from_thread(name)
 
@@ -464,7 +471,9 @@ class InferenceService:
         model = remover.model
         await self.scheduler.acquire(model.name)
         await _shielded(
-            asyncio.get_running_loop().run_in_executor(self.infer_pool, self._warm, remover)
+            asyncio.get_running_loop().run_in_executor(
+                self.infer_pool, self._on_slot, remover, lambda: warm(remover)
+            )
         )
         cost = self.memory.cost(model.name)
         log.info(
@@ -479,18 +488,6 @@ class InferenceService:
             log.error("%s", too_large)
             self.memory.evict(model.name, "it does not fit")
         return time.perf_counter() - started
-
-    def _warm(self, remover: Remover) -> None:
-        name = remover.model.name
-        try:
-            built = built_bytes(remover)
-            _, added = measure_rss()
-            started = time.perf_counter()
-            warm(remover)
-            self.slot_done(time.perf_counter() - started, name)  # its first cost
-            self.memory.measured(name, built, added())
-        finally:
-            self._release_from_thread(name)
 
     async def verify_weights(self) -> None:
         """Fetch (if allowed) and check the default model's weights, off the event loop."""
