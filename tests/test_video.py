@@ -5,6 +5,8 @@ Clips are kept to a handful of small frames: u2netp costs the same per frame at 
 
 from __future__ import annotations
 
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -361,6 +363,37 @@ def test_ctrl_c_mid_clip_leaves_no_file(tmp_path, u2netp_path):
     assert process.returncode == 130, what
     assert f"{path}: interrupted at frame " in stderr, what
     assert list(out.iterdir()) == [], what
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() != "x86_64", reason="tgkill syscall number"
+)
+def test_ctrl_c_delivered_to_a_worker_thread_stops_the_clip(tmp_path, u2netp_path):
+    """The kernel may give Ctrl-C to any thread of the process (an inference, decoding or
+    encoding thread); it must stop the clip as promptly as when the main thread gets it."""
+    import ctypes
+
+    path = tmp_path / "long.webm"
+    make_clip(path, count=200, size=(64, 48))  # about 40 s of work on 2 cores
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rmcli", "remove", str(path), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and list(out.iterdir())):
+        time.sleep(0.05)  # the temporary output appears once the clip has started
+    time.sleep(0.5)
+    threads = sorted(int(t) for t in os.listdir(f"/proc/{process.pid}/task"))
+    worker = next(t for t in threads if t != process.pid)
+    tgkill = 234  # x86_64: a signal to one thread of a process
+    assert ctypes.CDLL(None).syscall(tgkill, process.pid, worker, signal.SIGINT) == 0
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"{path}: interrupted at frame " in stderr, stderr
+    assert list(out.iterdir()) == [], stderr
 
 
 def test_smoothing_reduces_flicker_on_still_areas_without_smearing_motion():

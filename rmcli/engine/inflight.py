@@ -23,6 +23,7 @@ from rmcli.contracts.clock import Clock, untimed
 from rmcli.contracts.jobs import Job, Result
 
 LOOKAHEAD = 2  # jobs queued per worker: a slow image does not leave the other workers idle
+WAKE_S = 0.1  # how often a thread waiting for a result wakes to run Python's signal handlers
 
 
 def gated(clock: Clock, gates: dict[str, threading.Semaphore]) -> Clock:
@@ -97,7 +98,7 @@ def run_pipelined(
                     queued.cancel()
             if future.cancelled():
                 continue
-            result = future.result()
+            result = awaited(future)
             if result is None:  # stopped before it started
                 continue
             top_up()
@@ -106,3 +107,15 @@ def run_pipelined(
         for queued in pending:
             queued.cancel()
         pool.shutdown(wait=False)
+
+
+def awaited(future: Future[Result | None]) -> Result | None:
+    """``future.result()``, waking every ``WAKE_S`` seconds. The kernel may hand Ctrl-C to any
+    thread (an inference or encoding thread); Python runs its handler only in the main thread,
+    and only once that thread runs Python code, so a main thread asleep in one long wait would
+    see the signal only after the image (a whole clip) was done."""
+    while True:
+        try:
+            return future.result(timeout=WAKE_S)
+        except TimeoutError:
+            continue
